@@ -1,0 +1,58 @@
+"""User verifiers for the reward tests, imported by dotted path ("dapo_test_verifiers:...")."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+
+from dapo_rl.rewards import Verdict
+
+
+def exact(completion: str, reference: str) -> bool:
+    return completion.strip() == reference.strip()
+
+
+def length_score(completion: str, reference: str) -> float:
+    return len(completion) / 10.0
+
+
+def pair(completion: str, reference: str) -> tuple[float, bool]:
+    return 0.5, completion == reference
+
+
+def verdict(completion: str, reference: str) -> Verdict:
+    return Verdict(0.25, True)
+
+
+def has_answer_line(completion: str, reference: str) -> float:
+    """A format reward: +1 when the text has an ``Answer:`` line."""
+    return 1.0 if "Answer:" in completion else 0.0
+
+
+def wrong_type(completion: str, reference: str) -> str:
+    return "yes"
+
+
+def chaos(completion: str, reference: str) -> float:
+    """Misbehaves as the completion asks; otherwise scores 1.0 for "ok"."""
+    match completion:
+        case "raise":
+            raise RuntimeError("boom")
+        case "hang":
+            time.sleep(60)  # the worker's timer interrupts this
+        case "stubborn":
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+            time.sleep(60)  # deaf to the timer, like C code: the worker is killed
+        case "nan":
+            return float("nan")
+        case "inf":
+            return float("-inf")
+        case "oom":
+            return float(len(bytearray(64 << 30)))  # beyond the worker's memory cap
+        case "exit":
+            sys.exit(3)
+        case "crash":
+            os.kill(os.getpid(), signal.SIGKILL)
+    return 1.0 if completion == "ok" else -1.0
