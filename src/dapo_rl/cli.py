@@ -1,0 +1,132 @@
+"""The ``dapo`` command: parse arguments, build a Config, call into the package.
+
+    dapo train [--config FILE.yaml] [--preset NAME] [KEY=VALUE ...]
+    dapo eval --model M --data FILE [--k 8] [--temperature 1.0] [--top-p 0.7] [--template NAME]
+              [--limit N] [--out FILE]
+
+Every DapoError becomes one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from dapo_rl.errors import DapoError
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
+
+
+def _train(args: argparse.Namespace) -> None:
+    from dapo_rl import config
+    from dapo_rl.train.loop import train
+
+    file_values = config.load_yaml(args.config) if args.config else {}
+    overrides = dict(config.parse_override(o) for o in args.overrides)
+    if args.preset:
+        overrides["preset"] = args.preset
+    cfg = config.build(file_values=file_values, overrides=overrides)
+    run_dir = train(cfg)
+    print(f"run written to {run_dir}")
+
+
+def _eval(args: argparse.Namespace) -> None:
+    import torch
+
+    from dapo_rl import models
+    from dapo_rl.data.files import load_examples
+    from dapo_rl.eval import evaluate
+    from dapo_rl.rewards import get_verifier
+    from dapo_rl.rollout import HFEngine
+
+    examples = load_examples(args.data, limit=args.limit)
+    verifier = get_verifier(args.verifier)
+    tokenizer = models.load_tokenizer(args.model)
+    model = models.load_model(args.model).eval()
+    engine = HFEngine(model, tokenizer, batch_size=args.batch_size)
+    res = evaluate(
+        engine,
+        tokenizer,
+        examples,
+        verifier,
+        template=args.template,
+        max_new_tokens=args.max_new_tokens,
+        k=args.k,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        generator=torch.Generator().manual_seed(args.seed),
+    )
+    res = {"model": args.model, "data": args.data, "template": args.template, **res}
+    for key, value in res.items():
+        print(f"{key:<16} {value:.4f}" if isinstance(value, float) else f"{key:<16} {value}")
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(res, f, indent=2)
+
+
+def _parser() -> argparse.ArgumentParser:
+    from dapo_rl import config
+
+    p = argparse.ArgumentParser(
+        prog="dapo", description="DAPO / GRPO training from verifiable rewards"
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+    t = sub.add_parser(
+        "train",
+        help="train a policy",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Train with the dapo preset unless told otherwise. Config keys (KEY=VALUE, "
+        "dotted), with defaults:\n\n" + config.help_text(),
+    )
+    t.add_argument("--config", help="YAML file of config keys (nested or dotted)")
+    t.add_argument(
+        "--preset", choices=sorted(config.PRESETS), help="named settings (default: dapo)"
+    )
+    t.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    t.set_defaults(func=_train)
+    e = sub.add_parser("eval", help="evaluate a model on a held-out file")
+    e.add_argument("--model", default="smollm2-135m-instruct")
+    e.add_argument("--data", required=True, help="JSONL/JSON/Parquet file")
+    e.add_argument(
+        "--k", type=int, default=0, help="samples per problem for avg@k / pass@k (0: greedy only)"
+    )
+    e.add_argument("--temperature", type=float, default=1.0)
+    e.add_argument("--top-p", type=float, default=1.0)
+    e.add_argument("--template", default="dapo")
+    e.add_argument("--verifier", default="math")
+    e.add_argument("--limit", type=int, default=None)
+    e.add_argument("--max-new-tokens", type=int, default=512)
+    e.add_argument("--batch-size", type=int, default=64)
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--out", help="write the metrics as JSON here")
+    e.set_defaults(func=_eval)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    _quiet_libraries()
+    try:
+        args.func(args)
+    except DapoError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

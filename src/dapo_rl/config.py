@@ -1,0 +1,377 @@
+"""Run configuration: nested frozen dataclasses, presets, overrides and validation.
+
+This is the only place defaults live. Every field carries its meaning in ``help`` so that
+``dapo train --help`` can list every key. A config is built from (in order) the defaults,
+a preset, a YAML file and dotted ``KEY=VALUE`` overrides, then checked once by
+``validate``. Presets are named settings of DAPO's four switches:
+
+- ``dapo`` (the defaults): clip-higher 0.2/0.28, token-level loss, dynamic sampling on
+  raw accuracy, soft overlong punishment, no KL (DAPO, arXiv 2503.14476).
+- ``grpo``: symmetric clip 0.2, per-sequence mean loss, no dynamic sampling, no overlong
+  shaping, KL 0.04 with the k3 estimator (DeepSeekMath, arXiv 2402.03300).
+- ``dr_grpo``: ``grpo`` without std scaling, with the constant-length sum (Dr. GRPO,
+  arXiv 2503.20783) and no KL.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dapo_rl.errors import DapoError
+
+
+def _f(default: Any, help: str):
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = _f(
+        "smollm2-135m-instruct",
+        "model alias (smollm2-135m-instruct, tiny-random), local path or hub id",
+    )
+    dtype: str = _f(
+        "float32",
+        "compute dtype of forward passes: float32 or bfloat16 (autocast; master weights stay float32)",
+    )
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    task: str = _f("arithmetic", "built-in task (arithmetic) or 'file' to train on data.path")
+    path: str | None = _f(
+        None, "training file (.jsonl/.json/.parquet); setting it selects task=file"
+    )
+    format: str | None = _f(
+        None, "file layout (gsm8k, math500, aime, amc, asdiv, dapo17k); auto-detected when unset"
+    )
+    prompt_field: str | None = _f(None, "field holding the problem text (dotted path allowed)")
+    answer_field: str | None = _f(None, "field holding the reference answer (dotted path allowed)")
+    template: str = _f("dapo_oneshot", "prompt template: dapo_oneshot, dapo, boxed, plain")
+    min_value: int = _f(1, "arithmetic: smallest operand")
+    max_value: int = _f(20, "arithmetic: largest operand")
+    num_terms: int = _f(2, "arithmetic: operands per problem")
+    ops: str = _f("+", "arithmetic: operators to draw from, e.g. '+-'")
+
+
+@dataclass(frozen=True)
+class RewardsConfig:
+    fn: str = _f(
+        "dapo_answer", "verifier: dapo_answer, math, gsm8k, module:function, or a weighted sum"
+    )
+    timeout: float = _f(2.0, "seconds allowed per verifier call; a timeout counts as wrong")
+
+
+@dataclass(frozen=True)
+class RolloutConfig:
+    prompts_per_step: int = _f(4, "informative groups (prompts) trained on per step")
+    group_size: int = _f(8, "completions sampled per prompt (G)")
+    max_new_tokens: int = _f(64, "generation limit; a completion without EOS by then is truncated")
+    temperature: float = _f(1.0, "sampling temperature (also applied to training log-probs)")
+    top_p: float = _f(1.0, "nucleus sampling threshold")
+    batch_size: int = _f(64, "most sequences generated in one batch")
+
+
+@dataclass(frozen=True)
+class AlgoConfig:
+    eps_low: float = _f(0.2, "lower clip range: ratio >= 1 - eps_low")
+    eps_high: float = _f(0.28, "upper clip range: ratio <= 1 + eps_high (DAPO clip-higher)")
+    dual_clip: float | None = _f(
+        None, "dual-clip constant c > 1 capping negative-advantage loss at c*|A|"
+    )
+    loss_agg: str = _f(
+        "token_mean",
+        "token_mean (DAPO), seq_mean_token_mean (GRPO), seq_mean_token_sum_norm (Dr. GRPO)",
+    )
+    norm_len: int | None = _f(None, "Dr. GRPO constant length; defaults to rollout.max_new_tokens")
+    scale_adv: bool = _f(True, "divide advantages by the group std (off in Dr. GRPO)")
+    adv_eps: float = _f(1e-6, "added to the group std")
+    dynamic_sampling: bool = _f(True, "drop groups whose accuracy is all-equal and refill (DAPO)")
+    max_gen_rounds: int = _f(
+        4, "cap on generation rounds per step; at the cap the step trains on what it has"
+    )
+    overlong_shaping: bool = _f(True, "soft linear length penalty near the limit (DAPO)")
+    overlong_buffer: int = _f(16, "tokens before max_new_tokens where the penalty ramps up")
+    overlong_penalty: float = _f(1.0, "penalty at max_new_tokens")
+    overlong_filter: bool = _f(
+        False, "mask truncated completions out of the loss (DAPO overlong filtering)"
+    )
+    kl_coef: float = _f(0.0, "weight of the KL term to the reference model (0 loads no reference)")
+    kl_kind: str = _f("k3", "KL estimator: k1, k2, k3")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = _f(30, "training steps")
+    lr: float = _f(2e-5, "AdamW learning rate after warm-up")
+    warmup_steps: int = _f(2, "linear warm-up steps (optimizer steps), then constant")
+    weight_decay: float = _f(0.0, "AdamW weight decay")
+    max_grad_norm: float = _f(1.0, "gradient-norm clip")
+    mini_batches_per_step: int = _f(
+        4, "optimizer steps per rollout batch (the clip binds from the second on)"
+    )
+    micro_batch_size: int = _f(8, "sequences per forward/backward (gradient accumulation)")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    every: int = _f(
+        10, "held-out evaluation every N steps (and at start and end); 0 = start and end only"
+    )
+    size: int = _f(200, "held-out problems")
+    path: str | None = _f(None, "held-out file; default: the task's own held-out set")
+    max_new_tokens: int | None = _f(
+        None, "generation limit at evaluation; defaults to rollout.max_new_tokens"
+    )
+    batch_size: int = _f(100, "sequences per evaluation batch")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    dir: str = _f("runs/default", "run directory: config.yaml, metrics.jsonl, checkpoints/")
+    seed: int = _f(0, "seed of every random choice (data, sampling, init)")
+    overwrite: bool = _f(False, "reuse a run directory that holds another run")
+    checkpoint_every: int = _f(10, "checkpoint every N steps (and at the end); 0 = end only")
+    keep_checkpoints: int = _f(2, "checkpoints kept")
+    threads: int = _f(0, "torch CPU threads; 0 = leave torch's default")
+    progress: bool = _f(True, "progress bar on the console")
+
+
+@dataclass(frozen=True)
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    rewards: RewardsConfig = field(default_factory=RewardsConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    algo: AlgoConfig = field(default_factory=AlgoConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+    resume: bool = _f(False, "continue the run in run.dir from its last checkpoint")
+    preset: str = _f("dapo", "the preset this config started from")
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "dapo": {},
+    "grpo": {
+        "algo.eps_high": 0.2,
+        "algo.loss_agg": "seq_mean_token_mean",
+        "algo.dynamic_sampling": False,
+        "algo.overlong_shaping": False,
+        "algo.kl_coef": 0.04,
+        "algo.kl_kind": "k3",
+    },
+    "dr_grpo": {
+        "algo.eps_high": 0.2,
+        "algo.loss_agg": "seq_mean_token_sum_norm",
+        "algo.scale_adv": False,
+        "algo.dynamic_sampling": False,
+        "algo.overlong_shaping": False,
+    },
+}
+
+
+def keys(cls: type = Config, prefix: str = "") -> list[tuple[str, dataclasses.Field]]:
+    """Every dotted key of the config with its field, in declaration order."""
+    out = []
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(
+            f.default_factory if f.default_factory is not dataclasses.MISSING else None
+        ):
+            out += keys(f.default_factory, prefix + f.name + ".")
+        else:
+            out.append((prefix + f.name, f))
+    return out
+
+
+def _allowed_types(annotation: Any) -> tuple[type, ...]:
+    ann = (
+        eval(annotation, {"float": float, "int": int, "str": str, "bool": bool, "None": None})
+        if isinstance(annotation, str)
+        else annotation
+    )
+    if isinstance(ann, types.UnionType):
+        return tuple(type(None) if a is None else a for a in ann.__args__)
+    return (type(None),) if ann is None else (ann,)
+
+
+def _check_type(key: str, value: Any, f: dataclasses.Field) -> Any:
+    allowed = _allowed_types(f.type)
+    if value is None and type(None) in allowed:
+        return None
+    if bool in allowed:
+        if isinstance(value, bool):
+            return value
+    elif float in allowed and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    elif int in allowed and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    elif str in allowed and isinstance(value, str | int | float) and not isinstance(value, bool):
+        return str(value)
+    names = " or ".join("null" if t is type(None) else t.__name__ for t in allowed)
+    raise DapoError(f"config key {key}: expected {names}, got {value!r}")
+
+
+def _known(key: str) -> dataclasses.Field:
+    table = dict(keys())
+    if key not in table:
+        close = difflib.get_close_matches(key, list(table), n=1, cutoff=0.5)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise DapoError(f"unknown config key '{key}'{hint}; `dapo train --help` lists them")
+    return table[key]
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``algo.eps_high=0.28`` -> ("algo.eps_high", 0.28); values are read as YAML scalars."""
+    if "=" not in text:
+        raise DapoError(f"override '{text}' is not KEY=VALUE")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    try:
+        text = Path(path).read_text()
+    except OSError as e:
+        raise DapoError(f"cannot read config file {path}: {e.strerror}") from None
+    try:
+        tree = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise DapoError(f"config file {path}{where}: not valid YAML") from None
+    if tree is None:
+        return {}
+    if not isinstance(tree, dict):
+        raise DapoError(
+            f"config file {path}: expected a mapping of keys, got {type(tree).__name__}"
+        )
+    return flatten(tree)
+
+
+def build(
+    preset: str = "dapo",
+    file_values: dict[str, Any] | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> Config:
+    """Defaults <- preset <- file <- overrides, then validate."""
+    file_values, overrides = dict(file_values or {}), dict(overrides or {})
+    preset = overrides.pop("preset", file_values.pop("preset", preset))
+    if preset not in PRESETS:
+        raise DapoError(f"unknown preset '{preset}': use one of {', '.join(PRESETS)}")
+    values = {**PRESETS[preset], **file_values, **overrides, "preset": preset}
+    if values.get("data.path") and "data.task" not in {**file_values, **overrides}:
+        values["data.task"] = "file"
+    tree: dict[str, dict[str, Any]] = {}
+    top: dict[str, Any] = {}
+    for key, value in values.items():
+        f = _known(key)
+        value = _check_type(key, value, f)
+        if "." in key:
+            section, name = key.split(".", 1)
+            tree.setdefault(section, {})[name] = value
+        else:
+            top[key] = value
+    sections = {
+        f.name: f.default_factory(**tree.get(f.name, {}))
+        for f in dataclasses.fields(Config)
+        if f.default_factory is not dataclasses.MISSING
+    }
+    cfg = Config(**sections, **top)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    """Every range check, each failing with one line naming the key."""
+    a, r, t, d = cfg.algo, cfg.rollout, cfg.train, cfg.data
+    checks = [
+        (a.eps_low >= 0 and a.eps_low < 1, "algo.eps_low must be in [0, 1)"),
+        (a.eps_high >= 0, "algo.eps_high must be >= 0"),
+        (a.dual_clip is None or a.dual_clip > 1, "algo.dual_clip must be > 1 (or null)"),
+        (
+            a.loss_agg in ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"),
+            "algo.loss_agg must be token_mean, seq_mean_token_mean or seq_mean_token_sum_norm",
+        ),
+        (a.norm_len is None or a.norm_len > 0, "algo.norm_len must be > 0"),
+        (a.adv_eps >= 0, "algo.adv_eps must be >= 0"),
+        (a.max_gen_rounds >= 1, "algo.max_gen_rounds must be >= 1"),
+        (
+            not a.overlong_shaping or 0 < a.overlong_buffer < r.max_new_tokens,
+            f"algo.overlong_buffer must be in (0, rollout.max_new_tokens={r.max_new_tokens})",
+        ),
+        (a.overlong_penalty >= 0, "algo.overlong_penalty must be >= 0"),
+        (a.kl_coef >= 0, "algo.kl_coef must be >= 0"),
+        (a.kl_kind in ("k1", "k2", "k3"), "algo.kl_kind must be k1, k2 or k3"),
+        (
+            r.group_size >= 2 or not (a.dynamic_sampling or a.scale_adv),
+            "rollout.group_size must be >= 2 with dynamic sampling or std-scaled advantages",
+        ),
+        (r.group_size >= 1, "rollout.group_size must be >= 1"),
+        (r.prompts_per_step >= 1, "rollout.prompts_per_step must be >= 1"),
+        (r.max_new_tokens >= 1, "rollout.max_new_tokens must be >= 1"),
+        (r.temperature >= 0, "rollout.temperature must be >= 0"),
+        (0 < r.top_p <= 1, "rollout.top_p must be in (0, 1]"),
+        (r.batch_size >= 1, "rollout.batch_size must be >= 1"),
+        (t.steps >= 0, "train.steps must be >= 0"),
+        (t.lr > 0, "train.lr must be > 0"),
+        (t.warmup_steps >= 0, "train.warmup_steps must be >= 0"),
+        (t.max_grad_norm > 0, "train.max_grad_norm must be > 0"),
+        (t.mini_batches_per_step >= 1, "train.mini_batches_per_step must be >= 1"),
+        (t.micro_batch_size >= 1, "train.micro_batch_size must be >= 1"),
+        (cfg.model.dtype in ("float32", "bfloat16"), "model.dtype must be float32 or bfloat16"),
+        (d.task in ("arithmetic", "file"), "data.task must be arithmetic or file"),
+        (d.task != "file" or bool(d.path), "data.task=file needs data.path"),
+        (1 <= d.min_value <= d.max_value, "data.min_value must be >= 1 and <= data.max_value"),
+        (d.num_terms >= 2, "data.num_terms must be >= 2"),
+        (bool(d.ops) and set(d.ops) <= set("+-*"), "data.ops must use only + - *"),
+        (cfg.eval.every >= 0, "eval.every must be >= 0"),
+        (cfg.eval.size >= 1, "eval.size must be >= 1"),
+        (cfg.run.checkpoint_every >= 0, "run.checkpoint_every must be >= 0"),
+        (cfg.run.keep_checkpoints >= 1, "run.keep_checkpoints must be >= 1"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise DapoError(message)
+
+
+def to_dict(cfg: Config) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(tree: dict[str, Any]) -> Config:
+    """Rebuild a saved config (the run directory's config.yaml)."""
+    flat = flatten(tree)
+    preset = flat.pop("preset", "dapo")
+    return build(preset, overrides=flat)
+
+
+def help_text() -> str:
+    lines = []
+    for key, f in keys():
+        default = f.default if f.default is not dataclasses.MISSING else None
+        lines.append(
+            f"  {key:<28} {yaml.safe_dump(default, default_flow_style=True).strip().removesuffix('...').strip():<22} {f.metadata.get('help', '')}"
+        )
+    return "\n".join(lines)

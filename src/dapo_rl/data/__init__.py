@@ -1,0 +1,1 @@
+"""Datasets, the built-in arithmetic task, prompt templates and the prompt stream."""

