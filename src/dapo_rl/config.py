@@ -39,7 +39,7 @@ class ModelConfig:
     )
     dtype: str = _f(
         "float32",
-        "compute dtype of forward passes: float32 or bfloat16 (autocast; master weights stay float32)",
+        "compute dtype of forward passes: float32 or bfloat16 (autocast; weights stay float32)",
     )
 
 
@@ -371,7 +371,6 @@ def help_text() -> str:
     lines = []
     for key, f in keys():
         default = f.default if f.default is not dataclasses.MISSING else None
-        lines.append(
-            f"  {key:<28} {yaml.safe_dump(default, default_flow_style=True).strip().removesuffix('...').strip():<22} {f.metadata.get('help', '')}"
-        )
+        shown = yaml.safe_dump(default, default_flow_style=True).removesuffix("...\n").strip()
+        lines.append(f"  {key:<28} {shown:<22} {f.metadata.get('help', '')}")
     return "\n".join(lines)

@@ -28,7 +28,7 @@ class Arithmetic:
     def problem(self, rng: random.Random) -> tuple[str, int]:
         terms = [rng.randint(self.min_value, self.max_value) for _ in range(self.num_terms)]
         ops = [rng.choice(self.ops) for _ in range(self.num_terms - 1)]
-        expr = str(terms[0]) + "".join(f" {o} {t}" for o, t in zip(ops, terms[1:]))
+        expr = str(terms[0]) + "".join(f" {o} {t}" for o, t in zip(ops, terms[1:], strict=False))
         return expr, eval(expr)  # expr holds only integers and + - *
 
     def example(self, seed: int, index: int) -> Example:
@@ -36,7 +36,7 @@ class Arithmetic:
         return Example(problem=f"What is {expr}?", answer=str(value), id=f"arith-{seed}-{index}")
 
     def held_out(self, seed: int, size: int) -> list[Example]:
-        """``size`` distinct problems from the evaluation seed space (fewer if the space is small)."""
+        """``size`` distinct problems from the evaluation seed space (fewer if it is small)."""
         out, seen = [], set()
         for i in range(size * 50):
             ex = self.example(seed + _EVAL_SEED_OFFSET, i)

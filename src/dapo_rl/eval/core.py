@@ -28,7 +28,8 @@ def _run(engine, tokenizer, examples, verifier, *, template, n, timeout, **sampl
     prompts = [build_prompt(tokenizer, ex.problem, template) for ex in examples]
     ro = engine.generate(prompts, n=n, **sampling)
     texts = tokenizer.batch_decode(
-        [ids[m.bool()] for ids, m in zip(ro.completion_ids, ro.mask)], skip_special_tokens=True
+        [ids[m.bool()] for ids, m in zip(ro.completion_ids, ro.mask, strict=True)],
+        skip_special_tokens=True,
     )
     verdicts, faults = score_all(
         verifier, texts, [ex.answer for ex in examples for _ in range(n)], timeout=timeout

@@ -148,8 +148,9 @@ class HFEngine:
         step_pos = positions.repeat_interleave(n, 0)[:, -1:]
         done = torch.zeros(batch, dtype=torch.bool)
         tokens_out, logp_out, mask_out = [], [], []
-        for step in range(max_new_tokens):
-            if step:
+        tok = None
+        for _ in range(max_new_tokens):
+            if tok is not None:
                 logits = self._forward(
                     input_ids=tok[:, None],
                     attention_mask=attn,

@@ -71,7 +71,8 @@ def collect(state) -> Collected:
         )
         t1 = time.perf_counter()
         texts = state.tokenizer.batch_decode(
-            [ids[m.bool()] for ids, m in zip(ro.completion_ids, ro.mask)], skip_special_tokens=True
+            [ids[m.bool()] for ids, m in zip(ro.completion_ids, ro.mask, strict=True)],
+            skip_special_tokens=True,
         )
         refs = [ex.answer for ex in examples for _ in range(G)]
         verdicts, faults = score_all(
@@ -96,7 +97,9 @@ def collect(state) -> Collected:
         c, w = _zero_var_split(acc, G)
         st["all_correct"] += c
         st["all_wrong"] += w
-        for key, val in zip(seen, (reward, score, acc, ro.lengths.float(), ro.truncated.float())):
+        for key, val in zip(
+            seen, (reward, score, acc, ro.lengths.float(), ro.truncated.float()), strict=True
+        ):
             seen[key].append(val)
         # 5. DAPO 3.2 dynamic sampling: keep groups whose raw accuracy varies
         keep = (
