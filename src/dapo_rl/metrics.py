@@ -1,9 +1,13 @@
 """Metric sinks and the step record.
 
-Owns where step metrics go: ``metrics.jsonl`` in the run directory (always, one JSON
-object per step, flushed at once so a killed run keeps every finished step) and the
-console (a tqdm progress bar with ETA and the key numbers). Metric names are namespaced
+Owns where step metrics go: ``metrics.jsonl`` in the run directory (one JSON object per
+step, flushed at once so a killed run keeps every finished step), the console (a tqdm
+progress bar with ETA and the key numbers), and the optional TensorBoard and Weights &
+Biases sinks, whose packages are imported only when chosen. Metric names are namespaced
 (``reward/``, ``acc/``, ``len/``, ``clip/``, ``ds/``, ``time/``, ``throughput/``, ``eval/``).
+
+Also owns the record format: JSON has no NaN/inf, so non-finite floats are written as the
+strings "nan"/"inf"/"-inf"; ``as_float`` reads any record value back as a float.
 """
 
 from __future__ import annotations
@@ -11,6 +15,11 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+
+from dapo_rl.errors import DapoError
+
+SINKS = ("jsonl", "tensorboard", "wandb")
+WANDB_MODES = ("online", "offline", "disabled")
 
 _CONSOLE_KEYS = {
     "reward/mean": "R",
@@ -21,6 +30,27 @@ _CONSOLE_KEYS = {
     "eval/acc": "eval",
     "time/step": "s",
 }
+
+
+def as_float(value) -> float | None:
+    """A record value as a float (the strings "nan"/"inf" included); None if not numeric."""
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str) and value.strip().lower() in ("nan", "inf", "-inf", "+inf"):
+        return float(value)
+    return None
+
+
+def numeric_items(record: dict) -> dict[str, float]:
+    """Every numeric metric of a record (non-finite included), without ``step``."""
+    out = {}
+    for key, value in record.items():
+        x = as_float(value)
+        if key != "step" and x is not None:
+            out[key] = x
+    return out
 
 
 def _clean(value):
@@ -66,6 +96,95 @@ class ConsoleSink:
 
     def close(self) -> None:
         self.bar.close()
+
+
+class TensorBoardSink:
+    """Every numeric metric as a TensorBoard scalar at ``record["step"]``."""
+
+    def __init__(self, log_dir: str | Path):
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as e:
+            raise DapoError(
+                "metrics sink 'tensorboard' needs the tensorboard package: pip install tensorboard"
+            ) from e
+        self.writer = SummaryWriter(log_dir=str(log_dir))
+
+    def write(self, record: dict) -> None:
+        step = int(record["step"])
+        for key, value in numeric_items(record).items():
+            self.writer.add_scalar(key, value, step)
+        self.writer.flush()  # a step takes seconds; a killed run keeps what it logged
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class WandbSink:
+    """Every numeric metric logged to a Weights & Biases run at ``record["step"]``.
+
+    ``mode="offline"`` writes under ``<run_dir>/wandb`` without network (``wandb sync``
+    uploads it later); ``"disabled"`` makes every call a no-op.
+    """
+
+    def __init__(
+        self, project: str, run_dir: str | Path, mode: str = "offline", config: dict | None = None
+    ):
+        if mode not in WANDB_MODES:
+            raise DapoError(f"wandb mode {mode!r} is not one of {', '.join(WANDB_MODES)}")
+        try:
+            import wandb
+        except ImportError as e:
+            raise DapoError(
+                "metrics sink 'wandb' needs the wandb package: pip install wandb"
+            ) from e
+        run_dir = Path(run_dir)
+        self.run = wandb.init(
+            project=project, dir=str(run_dir), name=run_dir.name, mode=mode, config=config
+        )
+
+    def write(self, record: dict) -> None:
+        self.run.log(numeric_items(record), step=int(record["step"]))
+
+    def close(self) -> None:
+        self.run.finish()
+
+
+def make_sinks(
+    names: list[str] | tuple[str, ...],
+    run_dir: str | Path,
+    *,
+    wandb_project: str = "dapo-rl",
+    wandb_mode: str = "offline",
+    config: dict | None = None,
+) -> list:
+    """The sinks named in ``names`` (from ``SINKS``), writing under ``run_dir``.
+
+    jsonl -> ``<run_dir>/metrics.jsonl``; tensorboard -> ``<run_dir>/tensorboard``;
+    wandb -> a run named after ``run_dir`` with ``config`` attached. The console sink is
+    not listed: it needs the step count and is built by the loop.
+    """
+    unknown = [n for n in names if n not in SINKS]
+    if unknown:
+        raise DapoError(f"unknown metrics sink {unknown[0]!r}; choose from {', '.join(SINKS)}")
+    if len(set(names)) != len(names):
+        raise DapoError(f"metrics sinks listed twice: {list(names)}")
+    run_dir = Path(run_dir)
+    sinks: list = []
+    try:
+        for name in names:
+            match name:
+                case "jsonl":
+                    sinks.append(JsonlSink(run_dir / "metrics.jsonl"))
+                case "tensorboard":
+                    sinks.append(TensorBoardSink(run_dir / "tensorboard"))
+                case "wandb":
+                    sinks.append(WandbSink(wandb_project, run_dir, wandb_mode, config))
+    except DapoError:
+        for sink in sinks:  # a missing package for one sink leaves no other open
+            sink.close()
+        raise
+    return sinks
 
 
 def read_metrics(run_dir: str | Path) -> list[dict]:
