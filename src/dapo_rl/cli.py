@@ -30,18 +30,22 @@ def _quiet_libraries() -> None:
 
 def _train(args: argparse.Namespace) -> None:
     from dapo_rl import config
-    from dapo_rl.train.loop import train
 
     file_values = config.load_yaml(args.config) if args.config else {}
     overrides = dict(config.parse_override(o) for o in args.overrides)
     if args.preset:
         overrides["preset"] = args.preset
     cfg = config.build(file_values=file_values, overrides=overrides)
+    # Imported only now: torch and transformers take seconds, a config error should not.
+    _quiet_libraries()
+    from dapo_rl.train.loop import train
+
     run_dir = train(cfg)
     print(f"run written to {run_dir}")
 
 
 def _eval(args: argparse.Namespace) -> None:
+    _quiet_libraries()
     import torch
 
     from dapo_rl import models
@@ -116,7 +120,6 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    _quiet_libraries()
     try:
         args.func(args)
     except DapoError as e:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -202,8 +203,14 @@ def _allowed_types(annotation: Any) -> tuple[type, ...]:
     return (type(None),) if ann is None else (ann,)
 
 
+# YAML 1.1 reads ``1e-5`` (no dot) as a string; a float key takes it as the number meant.
+_EXP_FLOAT = re.compile(r"[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)[eE][-+]?[0-9]+")
+
+
 def _check_type(key: str, value: Any, f: dataclasses.Field) -> Any:
     allowed = _allowed_types(f.type)
+    if float in allowed and isinstance(value, str) and _EXP_FLOAT.fullmatch(value.strip()):
+        return float(value)
     if value is None and type(None) in allowed:
         return None
     if bool in allowed:
@@ -236,6 +243,8 @@ def parse_override(text: str) -> tuple[str, Any]:
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError:
+        value = raw
+    if isinstance(value, list | dict):  # `data.ops=-` is the text "-", not a YAML list
         value = raw
     return key.strip(), value
 
@@ -337,6 +346,7 @@ def validate(cfg: Config) -> None:
         (t.steps >= 0, "train.steps must be >= 0"),
         (t.lr > 0, "train.lr must be > 0"),
         (t.warmup_steps >= 0, "train.warmup_steps must be >= 0"),
+        (t.weight_decay >= 0, "train.weight_decay must be >= 0"),
         (t.max_grad_norm > 0, "train.max_grad_norm must be > 0"),
         (t.mini_batches_per_step >= 1, "train.mini_batches_per_step must be >= 1"),
         (t.micro_batch_size >= 1, "train.micro_batch_size must be >= 1"),
@@ -348,6 +358,13 @@ def validate(cfg: Config) -> None:
         (bool(d.ops) and set(d.ops) <= set("+-*"), "data.ops must use only + - *"),
         (cfg.eval.every >= 0, "eval.every must be >= 0"),
         (cfg.eval.size >= 1, "eval.size must be >= 1"),
+        (
+            cfg.eval.max_new_tokens is None or cfg.eval.max_new_tokens >= 1,
+            "eval.max_new_tokens must be >= 1 (or null)",
+        ),
+        (cfg.eval.batch_size >= 1, "eval.batch_size must be >= 1"),
+        (cfg.rewards.timeout > 0, "rewards.timeout must be > 0"),
+        (cfg.run.threads >= 0, "run.threads must be >= 0"),
         (cfg.run.checkpoint_every >= 0, "run.checkpoint_every must be >= 0"),
         (cfg.run.keep_checkpoints >= 1, "run.keep_checkpoints must be >= 1"),
     ]
