@@ -2,8 +2,11 @@
 
 Named templates:
 - ``dapo``: the DAPO-Math instruction; the final line must be ``Answer: <answer>``.
-- ``dapo_oneshot``: the same instruction plus one worked example of the format. Small
-  instruct models (SmolLM2-135M) almost never end with an ``Answer:`` line without it.
+- ``dapo_oneshot``: a short ``Answer:`` instruction with one worked example given as a
+  previous chat turn. Small instruct models (SmolLM2-135M) almost never end with an
+  ``Answer:`` line without an example, and an example inside the user message is copied
+  less reliably than one the model "said" itself (measured on sums up to 20 at
+  temperature 1.0: 34% correct with the chat-turn example, 5% with it inline).
 - ``boxed``: reason step by step and put the final answer in ``\\boxed{}``.
 - ``plain``: the problem text alone.
 The user message goes through the tokenizer's chat template when it has one.
@@ -18,28 +21,31 @@ _DAPO = (
     "be of the form Answer: $Answer (without quotes) where $Answer is the answer to the "
     'problem.\n\n{problem}\n\nRemember to put your answer on its own line after "Answer:".'
 )
-_ONESHOT = (
-    "Solve the math problem. End your response with a line of the form Answer: <number>.\n\n"
-    "Example:\nProblem: What is 12 + 7?\nSolution: 12 + 7 = 19.\nAnswer: 19\n\n"
-    "Problem: {problem}\nSolution:"
-)
+_ANSWER_LINE = "{problem} End with a line Answer: <number>."
+_ONESHOT_EXAMPLE = ("What is 12 + 7?", "12 + 7 = 19.\nAnswer: 19")
 _BOXED = "{problem}\n\nPlease reason step by step, and put your final answer within \\boxed{{}}."
 
-TEMPLATES = {"dapo": _DAPO, "dapo_oneshot": _ONESHOT, "boxed": _BOXED, "plain": "{problem}"}
+TEMPLATES = {"dapo": _DAPO, "dapo_oneshot": _ANSWER_LINE, "boxed": _BOXED, "plain": "{problem}"}
+_EXAMPLES = {"dapo_oneshot": [_ONESHOT_EXAMPLE]}
 
 
-def render(problem: str, template: str) -> str:
-    """The user message for ``problem`` under a named template."""
+def render(problem: str, template: str) -> list[dict[str, str]]:
+    """The chat messages for ``problem`` under a named template (examples first)."""
     if template not in TEMPLATES:
         raise DapoError(f"unknown template '{template}': use one of {', '.join(TEMPLATES)}")
-    return TEMPLATES[template].format(problem=problem)
+    fmt = TEMPLATES[template]
+    messages = []
+    for question, answer in _EXAMPLES.get(template, []):
+        messages += [
+            {"role": "user", "content": fmt.format(problem=question)},
+            {"role": "assistant", "content": answer},
+        ]
+    return messages + [{"role": "user", "content": fmt.format(problem=problem)}]
 
 
 def build_prompt(tokenizer, problem: str, template: str) -> str:
-    """Full prompt text: the rendered message through the chat template, if there is one."""
-    message = render(problem, template)
+    """Full prompt text: the messages through the chat template, or joined plainly without one."""
+    messages = render(problem, template)
     if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template(
-            [{"role": "user", "content": message}], tokenize=False, add_generation_prompt=True
-        )
-    return message
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return "\n\n".join(m["content"] for m in messages)

@@ -78,7 +78,10 @@ def sample_tokens(
         drop = sorted_p.cumsum(-1) - sorted_p >= top_p
         sorted_p = sorted_p.masked_fill(drop, 0.0)
         probs = torch.zeros_like(probs).scatter(-1, order, sorted_p)
-    tokens = torch.multinomial(probs, 1, generator=generator)[:, 0]
+    # Exponential race (argmax of p / E, E ~ Exp(1)) draws token i with probability p_i, and
+    # is several times faster than torch.multinomial over a 49k vocabulary.
+    noise = torch.empty_like(probs).exponential_(1.0, generator=generator)
+    tokens = (probs / noise).argmax(-1)
     return tokens, logprobs.gather(-1, tokens[:, None])[:, 0]
 
 
