@@ -119,6 +119,10 @@ class TrainConfig:
         4, "optimizer steps per rollout batch (the clip binds from the second on)"
     )
     micro_batch_size: int = _f(8, "sequences per forward/backward (gradient accumulation)")
+    share_prompt: bool = _f(True, "encode each group's prompt once in the update (KV shared by G)")
+    recompute_old_logprobs: bool = _f(
+        False, "recompute old log-probs with a forward pass instead of the sampler's own"
+    )
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,9 @@ def test_layout_and_masks(tiny_model, tokenizer):
     ro = _generate(tiny_model, tokenizer)
     assert len(ro) == 6  # 2 prompts x 3 completions, grouped contiguously
     # rows of one group share the prompt
-    assert torch.equal(ro.prompt_ids[0], ro.prompt_ids[2]) and not torch.equal(ro.prompt_ids[0], ro.prompt_ids[3])
+    assert torch.equal(ro.prompt_ids[0], ro.prompt_ids[2]) and not torch.equal(
+        ro.prompt_ids[0], ro.prompt_ids[3]
+    )
     # prompts left-padded: the last prompt column is always a real token
     assert bool(ro.prompt_mask[:, -1].all())
     # completion mask is a prefix of ones; lengths count it
@@ -32,7 +34,9 @@ def test_layout_and_masks(tiny_model, tokenizer):
     eos = tokenizer.eos_token_id
     has_eos = ((ro.completion_ids == eos) & ro.mask.bool()).any(1)
     assert torch.equal(ro.truncated, ~has_eos)
-    assert bool((ro.logp[ro.mask.bool()] <= 0).all()) and bool((ro.logp[~ro.mask.bool()] == 0).all())
+    assert bool((ro.logp[ro.mask.bool()] <= 0).all()) and bool(
+        (ro.logp[~ro.mask.bool()] == 0).all()
+    )
 
 
 def test_seeded_sampling_repeats_and_batching_does_not_matter(tiny_model, tokenizer):
@@ -115,16 +119,25 @@ def test_top_p_never_samples_outside_the_nucleus():
 
 def test_temperature_sampling_frequencies():
     logits = torch.log(torch.tensor([[0.7, 0.2, 0.1]])).repeat(20000, 1)
-    tok, _ = sample_tokens(logits, temperature=1.0, top_p=1.0, generator=torch.Generator().manual_seed(0))
+    tok, _ = sample_tokens(
+        logits, temperature=1.0, top_p=1.0, generator=torch.Generator().manual_seed(0)
+    )
     freq = torch.bincount(tok, minlength=3).float() / len(tok)
     assert torch.allclose(freq, torch.tensor([0.7, 0.2, 0.1]), atol=0.02)
 
 
 def test_concat_rollouts_pads_both_sides():
     def ro(tp, tc):
-        return Rollout(torch.ones(1, tp, dtype=torch.long), torch.ones(1, tp, dtype=torch.long),
-                       torch.ones(1, tc, dtype=torch.long), torch.ones(1, tc, dtype=torch.long),
-                       -torch.ones(1, tc), torch.tensor([tc]), torch.tensor([False]))
+        return Rollout(
+            torch.ones(1, tp, dtype=torch.long),
+            torch.ones(1, tp, dtype=torch.long),
+            torch.ones(1, tc, dtype=torch.long),
+            torch.ones(1, tc, dtype=torch.long),
+            -torch.ones(1, tc),
+            torch.tensor([tc]),
+            torch.tensor([False]),
+        )
+
     out = concat_rollouts([ro(2, 3), ro(4, 1)], pad_id=9)
     assert out.prompt_ids.tolist() == [[9, 9, 1, 1], [1, 1, 1, 1]]
     assert out.prompt_mask.tolist() == [[0, 0, 1, 1], [1, 1, 1, 1]]

@@ -51,6 +51,7 @@ def evaluate(
     top_p: float = 1.0,
     generator=None,
     timeout: float = 2.0,
+    batch_size: int | None = None,
 ) -> dict:
     """Metrics of ``engine``'s policy on ``examples`` (keys without the ``eval/`` prefix)."""
     acc, ro, _, faults = _run(
@@ -61,6 +62,7 @@ def evaluate(
         template=template,
         n=1,
         timeout=timeout,
+        batch_size=batch_size,
         max_new_tokens=max_new_tokens,
         temperature=0.0,
     )
@@ -80,6 +82,7 @@ def evaluate(
             template=template,
             n=k,
             timeout=timeout,
+            batch_size=batch_size,
             max_new_tokens=max_new_tokens,
             temperature=temperature,
             top_p=top_p,

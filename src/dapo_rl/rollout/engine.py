@@ -115,9 +115,13 @@ class HFEngine:
         temperature: float = 1.0,
         top_p: float = 1.0,
         generator: torch.Generator | None = None,
+        batch_size: int | None = None,
     ) -> Rollout:
-        """``n`` completions per prompt, grouped contiguously: row ``i*n + j``."""
-        per_batch = max(1, self.batch_size // n)
+        """``n`` completions per prompt, grouped contiguously: row ``i*n + j``.
+
+        At most ``batch_size`` (default: the engine's) sequences are decoded together.
+        """
+        per_batch = max(1, (batch_size or self.batch_size) // n)
         parts = []
         for start in range(0, len(prompts), per_batch):
             ids, mask = self.encode(prompts[start : start + per_batch])

@@ -117,6 +117,8 @@ def build_state(cfg: Config) -> TrainState:
         mini_batches=t.mini_batches_per_step,
         micro_batch_size=t.micro_batch_size,
         max_grad_norm=t.max_grad_norm,
+        group_size=cfg.rollout.group_size,
+        share_prompt=t.share_prompt,
         autocast_dtype=autocast,
     )
     engine = HFEngine(model, tokenizer, batch_size=cfg.rollout.batch_size, autocast_dtype=autocast)
@@ -181,6 +183,7 @@ def run_eval(state: TrainState) -> dict[str, float]:
         template=cfg.data.template,
         max_new_tokens=cfg.eval.max_new_tokens or cfg.rollout.max_new_tokens,
         timeout=cfg.rewards.timeout,
+        batch_size=cfg.eval.batch_size,
     )
     return {f"eval/{k}": v for k, v in res.items()}
 

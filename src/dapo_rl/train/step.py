@@ -174,15 +174,12 @@ def train_step(state) -> dict[str, float]:
     )  # 6
     loss_mask = truncation_mask(batch.mask, batch.truncated) if a.overlong_filter else batch.mask
     t0 = time.perf_counter()
-    lp_kw = dict(
-        micro_batch_size=cfg.train.micro_batch_size,
-        temperature=cfg.rollout.temperature,
-        autocast_dtype=state.update_settings.autocast_dtype,
-    )
-    old_logp = batched_logprobs(state.model, batch, **lp_kw)
-    ref_logp = (
-        batched_logprobs(state.ref_model, batch, **lp_kw) if state.ref_model is not None else None
-    )
+    us = state.update_settings
+    if cfg.train.recompute_old_logprobs:
+        old_logp = batched_logprobs(state.model, batch, us)
+    else:
+        old_logp = batch.logp  # the sampler's log-probs: same weights, same precision
+    ref_logp = batched_logprobs(state.ref_model, batch, us) if state.ref_model is not None else None
     t1 = time.perf_counter()
     upd = policy_update(  # 7-8. clipped surrogate, token-level loss, K optimizer steps
         state.model,

@@ -35,7 +35,21 @@ class UpdateSettings:
     mini_batches: int
     micro_batch_size: int
     max_grad_norm: float
+    group_size: int = 1  # rows per group; mini- and micro-batches hold whole groups
+    share_prompt: bool = True  # encode each group's prompt once (needs whole groups)
     autocast_dtype: torch.dtype | None = None
+
+    @property
+    def prefix_group(self) -> int:
+        """Group size handed to ``completion_logprobs`` (1 = no prompt sharing)."""
+        return self.group_size if self.share_prompt else 1
+
+    def micro_batches(self, rows: torch.Tensor) -> list[torch.Tensor]:
+        """Split a mini-batch's row indices (whole groups) into micro-batches."""
+        if self.share_prompt and self.group_size > 1:
+            per = max(1, self.micro_batch_size // self.group_size) * self.group_size
+            return list(rows.split(per))
+        return list(rows.split(self.micro_batch_size))
 
 
 def _trim(batch: Rollout) -> Rollout:
@@ -53,24 +67,79 @@ def _trim(batch: Rollout) -> Rollout:
     )
 
 
-def completion_logprobs(
-    model, batch: Rollout, *, temperature: float, entropy: bool = False, autocast_dtype=None
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Per-token log-probs of the completion tokens, (B, Tc), and optionally their entropy.
-
-    Padded completion columns beyond the batch's longest completion are returned as 0.
-    """
-    full_width = batch.completion_ids.shape[1]
-    b = _trim(batch)
+def _full_hidden(model, b: Rollout) -> torch.Tensor:
+    """Decoder states that predict each completion token, one full sequence per row."""
     ids = torch.cat([b.prompt_ids, b.completion_ids], 1)  # (B, Tp + Tc)
     attn = torch.cat([b.prompt_mask, b.mask], 1)
     positions = (attn.cumsum(-1) - 1).clamp(min=0)
     tp, tc = b.prompt_ids.shape[1], b.completion_ids.shape[1]
+    hidden = model.get_decoder()(input_ids=ids, attention_mask=attn, position_ids=positions)
+    return hidden.last_hidden_state[:, tp - 1 : tp - 1 + tc]  # (B, Tc, H)
+
+
+def _shared_prefix_hidden(model, b: Rollout, group_size: int) -> torch.Tensor:
+    """As ``_full_hidden``, but each group's prompt goes through the model once.
+
+    The prompt's keys and values are computed once per group and repeated for its G
+    completions; gradients flow back through them into the shared prompt pass. Rows must
+    come in whole groups whose prompts are identical.
+    """
+    from transformers import DynamicCache
+
+    rows, tc = b.prompt_ids.shape[0], b.completion_ids.shape[1]
+    if rows % group_size:
+        raise ValueError(f"{rows} rows are not whole groups of {group_size}")
+    p_ids, p_mask = b.prompt_ids[::group_size], b.prompt_mask[::group_size]  # (g, Tp)
+    if not torch.equal(p_ids.repeat_interleave(group_size, 0), b.prompt_ids):
+        raise ValueError("rows of a group do not share one prompt")
+    decoder = model.get_decoder()
+    p_pos = (p_mask.cumsum(-1) - 1).clamp(min=0)
+    cache = DynamicCache()
+    out = decoder(
+        input_ids=p_ids,
+        attention_mask=p_mask,
+        position_ids=p_pos,
+        past_key_values=cache,
+        use_cache=True,
+    )
+    first = out.last_hidden_state[:, -1:].repeat_interleave(group_size, 0)  # predicts token 0
+    if tc == 1:
+        return first
+    cache.batch_repeat_interleave(group_size)
+    attn = torch.cat([p_mask.repeat_interleave(group_size, 0), b.mask[:, :-1]], 1)
+    c_pos = p_pos[:, -1:].repeat_interleave(group_size, 0) + torch.arange(1, tc)
+    rest = decoder(
+        input_ids=b.completion_ids[:, :-1],
+        attention_mask=attn,
+        position_ids=c_pos,
+        past_key_values=cache,
+        use_cache=True,
+    ).last_hidden_state
+    return torch.cat([first, rest], 1)  # (B, Tc, H)
+
+
+def completion_logprobs(
+    model,
+    batch: Rollout,
+    *,
+    temperature: float,
+    entropy: bool = False,
+    autocast_dtype=None,
+    group_size: int = 1,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Per-token log-probs of the completion tokens, (B, Tc), and optionally their entropy.
+
+    With ``group_size > 1`` the rows are whole groups and each prompt is encoded once.
+    Padded completion columns beyond the batch's longest completion are returned as 0.
+    """
+    full_width = batch.completion_ids.shape[1]
+    b = _trim(batch)
+    tc = b.completion_ids.shape[1]
     with torch.autocast("cpu", dtype=autocast_dtype, enabled=autocast_dtype is not None):
-        hidden = model.get_decoder()(input_ids=ids, attention_mask=attn, position_ids=positions)
-        hidden = hidden.last_hidden_state[
-            :, tp - 1 : tp - 1 + tc
-        ]  # states that predict completions
+        if group_size > 1:
+            hidden = _shared_prefix_hidden(model, b, group_size)
+        else:
+            hidden = _full_hidden(model, b)
         logits = model.get_output_embeddings()(hidden)
     logits = logits.float()  # (B, Tc, V)
     if temperature > 0:
@@ -85,20 +154,19 @@ def completion_logprobs(
 
 
 @torch.no_grad()
-def batched_logprobs(
-    model, batch: Rollout, *, micro_batch_size: int, temperature: float, autocast_dtype=None
-):
+def batched_logprobs(model, batch: Rollout, s: UpdateSettings) -> torch.Tensor:
     """Log-probs of a whole rollout without gradients (old policy or reference), (B, Tc)."""
     was_training = model.training
     model.eval()
     parts = [
         completion_logprobs(
             model,
-            batch.select(slice(i, i + micro_batch_size)),
-            temperature=temperature,
-            autocast_dtype=autocast_dtype,
+            batch.select(rows),
+            temperature=s.temperature,
+            autocast_dtype=s.autocast_dtype,
+            group_size=s.prefix_group,
         )[0]
-        for i in range(0, len(batch), micro_batch_size)
+        for rows in s.micro_batches(torch.arange(len(batch)))
     ]
     model.train(was_training)
     return torch.cat(parts)
@@ -120,18 +188,25 @@ def policy_update(
     """K = ``s.mini_batches`` optimizer steps over a shuffled rollout; returns step metrics."""
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
-    order = torch.randperm(len(batch), generator=generator)
+    g = s.group_size
+    groups = torch.randperm(len(batch) // g, generator=generator)
     sums: dict[str, float] = defaultdict(float)
-    minis = order.chunk(s.mini_batches)  # fewer than K when the batch is smaller than K
+    # mini-batches of whole groups; fewer than K when there are fewer groups than K
+    minis = [(c[:, None] * g + torch.arange(g)).flatten() for c in groups.chunk(s.mini_batches)]
     for mini in minis:
         m = loss_mask[mini]
         num_tokens = m.sum()
         num_seqs = (m.sum(1) > 0).sum() if s.loss_agg == "seq_mean_token_mean" else len(mini)
         optimizer.zero_grad(set_to_none=True)
-        for micro in mini.split(s.micro_batch_size):
+        for micro in s.micro_batches(mini):
             sub = batch.select(micro)
             logp, ent = completion_logprobs(
-                model, sub, temperature=s.temperature, entropy=True, autocast_dtype=s.autocast_dtype
+                model,
+                sub,
+                temperature=s.temperature,
+                entropy=True,
+                autocast_dtype=s.autocast_dtype,
+                group_size=s.prefix_group,
             )
             loss_tok, info = clipped_surrogate(
                 logp,

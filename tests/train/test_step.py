@@ -1,0 +1,146 @@
+"""Steps 1-5 (collect) with a scripted engine: dynamic sampling, refill, round cap, shaping."""
+
+from __future__ import annotations
+
+import warnings
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from dapo_rl.config import build
+from dapo_rl.data.files import Example
+from dapo_rl.data.stream import PromptStream
+from dapo_rl.rewards import Verdict
+from dapo_rl.rollout import Rollout
+from dapo_rl.train.step import collect
+
+G = 4
+
+
+class ScriptedEngine:
+    """Completions decided by the problem text: 'easy' all right, 'hard' all wrong,
+    'mixed' right on even rows; 'long' completions run to the limit without EOS."""
+
+    pad_id = 0
+
+    def __init__(self):
+        self.calls = []
+
+    def generate(self, prompts, *, n, max_new_tokens, **_):
+        self.calls.append(len(prompts))
+        rows = []
+        for p in prompts:
+            for j in range(n):
+                if "easy" in p or ("mixed" in p and j % 2 == 0):
+                    rows.append((1, 2))  # token 1 = "right", length 2
+                else:
+                    rows.append((2, max_new_tokens if "long" in p else 3))
+        tc = max(length for _, length in rows)
+        ids = torch.zeros(len(rows), tc, dtype=torch.long)
+        mask = torch.zeros(len(rows), tc, dtype=torch.long)
+        for i, (tok, length) in enumerate(rows):
+            ids[i, :length], mask[i, :length] = tok, 1
+        lengths = mask.sum(1)
+        return Rollout(
+            torch.ones(len(rows), 1, dtype=torch.long),
+            torch.ones(len(rows), 1, dtype=torch.long),
+            ids,
+            mask,
+            -mask.float(),
+            lengths,
+            lengths == max_new_tokens,
+        )
+
+
+class Tok:
+    chat_template = None
+
+    def batch_decode(self, seqs, skip_special_tokens=True):
+        return ["right" if int(s[0]) == 1 else "wrong" for s in seqs]
+
+
+def verifier(text, ref):
+    return Verdict(1.0 if text == "right" else -1.0, text == "right")
+
+
+def _state(problems, **overrides):
+    cfg = build(
+        overrides={
+            "rollout.group_size": G,
+            "rollout.prompts_per_step": 2,
+            "rollout.max_new_tokens": 8,
+            "algo.overlong_buffer": 4,
+            **overrides,
+        }
+    )
+    stream = PromptStream([Example(p, "x", str(i)) for i, p in enumerate(problems)], seed=0)
+    stream._at = lambda i: Example(problems[i % len(problems)], "x", str(i))  # fixed order
+    return SimpleNamespace(
+        cfg=cfg,
+        stream=stream,
+        tokenizer=Tok(),
+        engine=ScriptedEngine(),
+        verifier=verifier,
+        generator=None,
+    )
+
+
+def test_dynamic_sampling_drops_zero_variance_groups_and_refills_only_what_is_missing():
+    st = _state(["easy", "mixed a", "hard", "mixed b", "mixed c"])
+    col = collect(st)
+    # round 1: easy (dropped), mixed a (kept); round 2 asks for 1: hard (dropped);
+    # round 3 asks for 1: mixed b (kept)
+    assert st.engine.calls == [2, 1, 1]
+    assert col.stats["rounds"] == 3
+    assert len(col.batch) == 2 * G
+    assert col.acc.view(2, G).tolist() == [[1, 0, 1, 0], [1, 0, 1, 0]]
+    assert (
+        col.stats["all_correct"] == 1 and col.stats["all_wrong"] == 1 and col.stats["groups"] == 4
+    )
+    # the policy's own accuracy is measured on everything generated: 2 + 0 + 2 + 4 of 16
+    assert float(col.stats["acc"].mean()) == pytest.approx(8 / 16)
+
+
+def test_round_cap_trains_on_what_it_has_and_warns():
+    st = _state(["mixed a", "hard", "hard", "hard"], **{"algo.max_gen_rounds": 3})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        col = collect(st)
+    # round 1: mixed a kept, hard dropped; rounds 2 and 3 ask for 1 and get hard, hard
+    assert st.engine.calls == [2, 1, 1]
+    assert len(col.batch) == G  # one informative group found in three rounds
+    assert any("1/2 informative groups" in str(w.message) for w in caught)
+
+
+def test_no_informative_group_gives_no_batch():
+    st = _state(["hard"], **{"algo.max_gen_rounds": 2})
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        col = collect(st)
+    assert col.batch is None and col.stats["rounds"] == 2
+
+
+def test_without_dynamic_sampling_every_group_is_kept_in_one_round():
+    st = _state(["easy", "hard"], **{"algo.dynamic_sampling": False})
+    col = collect(st)
+    assert st.engine.calls == [2] and len(col.batch) == 2 * G
+
+
+def test_overlong_shaping_adds_the_length_penalty_but_filtering_uses_raw_accuracy():
+    # 'long mixed': wrong rows run to 8 tokens = max_new_tokens: penalty -1 (buffer 4)
+    st = _state(["long mixed", "mixed"])
+    col = collect(st)
+    r = col.rewards.view(2, G)
+    assert r[0].tolist() == [1.0, -2.0, 1.0, -2.0]  # score -1 + penalty -1 on truncated rows
+    assert r[1].tolist() == [1.0, -1.0, 1.0, -1.0]  # length 3 <= 8 - 4: no penalty
+    assert col.batch.truncated.view(2, G)[0].tolist() == [False, True, False, True]
+    st = _state(["long mixed", "mixed"], **{"algo.overlong_shaping": False})
+    assert collect(st).rewards.view(2, G)[0].tolist() == [1.0, -1.0, 1.0, -1.0]
+
+
+def test_all_wrong_groups_with_different_lengths_are_still_dropped():
+    # shaped rewards differ inside the group (one truncated), raw accuracy does not
+    st = _state(["long hard", "mixed", "mixed"], **{"rollout.prompts_per_step": 1})
+    col = collect(st)
+    assert st.engine.calls == [1, 1] and col.acc.tolist() == [1, 0, 1, 0]

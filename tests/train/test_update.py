@@ -1,0 +1,171 @@
+"""The policy update on the tiny model: prompt sharing, micro-batching and ratio conventions."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from dapo_rl.rollout import HFEngine
+from dapo_rl.train.update import (
+    UpdateSettings,
+    batched_logprobs,
+    completion_logprobs,
+    policy_update,
+)
+
+G = 4
+PROMPTS = ["What is 2 + 3?", "Sum 11 and 12 and tell me, please.", "7 + 1?"]
+
+
+@pytest.fixture()
+def rollout(tiny_model, tokenizer):
+    engine = HFEngine(tiny_model, tokenizer)
+    return engine.generate(
+        PROMPTS, n=G, max_new_tokens=10, generator=torch.Generator().manual_seed(3)
+    )
+
+
+def _settings(**kw):
+    base = dict(
+        eps_low=0.2,
+        eps_high=0.28,
+        dual_clip=None,
+        loss_agg="token_mean",
+        norm_len=10,
+        kl_coef=0.0,
+        kl_kind="k3",
+        temperature=1.0,
+        mini_batches=1,
+        micro_batch_size=12,
+        max_grad_norm=1e9,
+        group_size=G,
+        share_prompt=True,
+    )
+    return UpdateSettings(**{**base, **kw})
+
+
+def test_shared_prompt_gives_the_same_logprobs_and_gradients(tiny_model, rollout):
+    m = rollout.mask.bool()
+    lp_full, ent_full = completion_logprobs(tiny_model, rollout, temperature=1.0, entropy=True)
+    (lp_full[m].sum()).backward()
+    g_full = [p.grad.clone() for p in tiny_model.parameters()]
+    tiny_model.zero_grad()
+    lp_shared, ent_shared = completion_logprobs(
+        tiny_model, rollout, temperature=1.0, entropy=True, group_size=G
+    )
+    (lp_shared[m].sum()).backward()
+    assert torch.allclose(lp_full[m], lp_shared[m], atol=1e-5)
+    assert torch.allclose(ent_full[m], ent_shared[m], atol=1e-4)
+    for a, p in zip(g_full, tiny_model.parameters(), strict=True):
+        assert torch.allclose(a, p.grad, atol=1e-5, rtol=1e-4)
+
+
+def test_shared_prompt_rejects_rows_that_are_not_whole_groups(tiny_model, rollout):
+    with pytest.raises(ValueError):
+        completion_logprobs(tiny_model, rollout.select(slice(0, 6)), temperature=1.0, group_size=G)
+    with pytest.raises(ValueError):  # rows 3..6 straddle two groups
+        completion_logprobs(tiny_model, rollout.select(slice(3, 7)), temperature=1.0, group_size=G)
+
+
+def _one_sgd_step(model, rollout, s, adv):
+    model = copy.deepcopy(model)
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)  # update = -grad: exposes any scaling error
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+    old = batched_logprobs(model, rollout, s)
+    # perturb old log-probs so ratios are away from 1 and both clip sides bind somewhere
+    old = (
+        old
+        + 0.3 * torch.randn(old.shape, generator=torch.Generator().manual_seed(0)) * rollout.mask
+    )
+    metrics = policy_update(
+        model,
+        opt,
+        sched,
+        rollout,
+        adv=adv,
+        old_logp=old,
+        loss_mask=rollout.mask,
+        ref_logp=None,
+        s=s,
+        generator=torch.Generator().manual_seed(0),
+    )
+    return model, metrics
+
+
+@pytest.mark.parametrize("mode", ["token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"])
+@pytest.mark.parametrize("share", [True, False])
+def test_micro_batches_give_the_same_step_as_one_batch(tiny_model, rollout, mode, share):
+    adv = torch.randn(len(rollout), generator=torch.Generator().manual_seed(1))
+    whole, m1 = _one_sgd_step(
+        tiny_model, rollout, _settings(loss_agg=mode, share_prompt=share), adv
+    )
+    split, m2 = _one_sgd_step(
+        tiny_model, rollout, _settings(loss_agg=mode, share_prompt=share, micro_batch_size=G), adv
+    )
+    assert m1["clip/high_frac"] > 0 or m1["clip/low_frac"] > 0
+    assert m1["loss/policy"] == pytest.approx(m2["loss/policy"], rel=1e-4, abs=1e-6)
+    for a, b in zip(whole.parameters(), split.parameters(), strict=True):
+        assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)
+    moved = sum(
+        float((a - b).detach().abs().sum())
+        for a, b in zip(whole.parameters(), tiny_model.parameters(), strict=True)
+    )
+    assert moved > 0
+
+
+def test_first_minibatch_is_on_policy(tiny_model, rollout):
+    # with old log-probs from the current weights, ratio == 1: nothing is clipped, and the
+    # token-mean loss is -mean(A) over tokens
+    s = _settings()
+    model = copy.deepcopy(tiny_model)
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+    adv = torch.randn(len(rollout), generator=torch.Generator().manual_seed(2))
+    old = batched_logprobs(model, rollout, s)
+    out = policy_update(
+        model,
+        opt,
+        sched,
+        rollout,
+        adv=adv,
+        old_logp=old,
+        loss_mask=rollout.mask,
+        ref_logp=None,
+        s=s,
+        generator=torch.Generator().manual_seed(0),
+    )
+    assert out["clip/high_frac"] == 0 and out["clip/low_frac"] == 0
+    expected = -(adv[:, None] * rollout.mask).sum() / rollout.mask.sum()
+    assert out["loss/policy"] == pytest.approx(float(expected), abs=1e-5)
+
+
+def test_masked_out_rows_do_not_move_the_weights(tiny_model, rollout):
+    # overlong filtering zeroes whole rows of the loss mask: those rows' advantages are irrelevant
+    s = _settings()
+    loss_mask = rollout.mask.clone()
+    loss_mask[:G] = 0  # drop the first group
+    outs = []
+    for first_adv in (1.0, -5.0):
+        model = copy.deepcopy(tiny_model)
+        opt = torch.optim.SGD(model.parameters(), lr=1.0)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+        adv = torch.ones(len(rollout))
+        adv[:G] = first_adv
+        old = batched_logprobs(model, rollout, s)
+        policy_update(
+            model,
+            opt,
+            sched,
+            rollout,
+            adv=adv,
+            old_logp=old,
+            loss_mask=loss_mask,
+            ref_logp=None,
+            s=s,
+            generator=torch.Generator().manual_seed(0),
+        )
+        outs.append(model)
+    for a, b in zip(outs[0].parameters(), outs[1].parameters(), strict=True):
+        assert torch.equal(a, b)
