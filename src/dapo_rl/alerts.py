@@ -16,23 +16,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 
+from dapo_rl.config import AlertsConfig
 from dapo_rl.metrics import as_float
 
 # Prefixes whose non-finite values mean the update itself is broken.
 _FINITE_PREFIXES = ("loss/", "grad/", "reward/", "kl/", "adv/", "entropy/")
 
 
-@dataclass(frozen=True)
-class AlertThresholds:
-    baseline_steps: int = 5  # first training steps whose mean is the drift baseline
-    entropy_min: float = 0.1  # entropy/mean below this: collapsed
-    entropy_drop: float = 0.5  # entropy/mean below this fraction of its baseline: falling
-    len_growth: float = 2.0  # len/mean above this multiple of its baseline: exploding
-    truncated_rise: float = 0.1  # truncated share this far above baseline, len/max at limit
-    truncated_frac_max: float = 0.3  # len/truncated_frac above this: truncation dominates
-    zero_var_frac_max: float = 0.5  # ds/zero_var_frac above this: groups carry no signal
+# The thresholds and their defaults live in the config (keys ``alerts.*``).
+AlertThresholds = AlertsConfig
 
 
 Rule = Callable[[list[dict], dict, AlertThresholds], str | None]

@@ -3,6 +3,7 @@
     dapo train [--config FILE.yaml] [--preset NAME] [KEY=VALUE ...]
     dapo eval --model M --data FILE [--k 8] [--temperature 1.0] [--top-p 0.7] [--template NAME]
               [--limit N] [--out FILE]
+    dapo report RUN_DIR [RUN_DIR ...] [--out report.html] [--labels a,b]
 
 Every DapoError becomes one line on stderr and exit status 2.
 """
@@ -42,6 +43,16 @@ def _train(args: argparse.Namespace) -> None:
 
     run_dir = train(cfg)
     print(f"run written to {run_dir}")
+
+
+def _report(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from dapo_rl.report import write_report
+
+    labels = args.labels.split(",") if args.labels else None
+    out = write_report([Path(d) for d in args.run_dirs], Path(args.out), labels=labels)
+    print(f"report written to {out}")
 
 
 def _eval(args: argparse.Namespace) -> None:
@@ -115,6 +126,11 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--out", help="write the metrics as JSON here")
     e.set_defaults(func=_eval)
+    r = sub.add_parser("report", help="HTML report comparing runs")
+    r.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    r.add_argument("--out", default="report.html", help="HTML file to write")
+    r.add_argument("--labels", help="comma-separated legend names, one per RUN_DIR")
+    r.set_defaults(func=_report)
     return p
 
 

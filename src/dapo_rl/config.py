@@ -150,6 +150,26 @@ class RunConfig:
 
 
 @dataclass(frozen=True)
+class LogConfig:
+    sinks: str = _f("jsonl", "comma-separated metric sinks: jsonl (always on), tensorboard, wandb")
+    wandb_project: str = _f("dapo-rl", "Weights & Biases project")
+    wandb_mode: str = _f("offline", "Weights & Biases mode: online, offline, disabled")
+
+
+@dataclass(frozen=True)
+class AlertsConfig:
+    """Thresholds of the training-health alerts (``dapo_rl.alerts``)."""
+
+    baseline_steps: int = _f(5, "first training steps whose mean is the drift baseline")
+    entropy_min: float = _f(0.1, "entropy/mean below this: collapsed")
+    entropy_drop: float = _f(0.5, "entropy/mean below this fraction of its baseline: falling")
+    len_growth: float = _f(2.0, "len/mean above this multiple of its baseline: exploding")
+    truncated_rise: float = _f(0.1, "truncated share this far above baseline with len/max at limit")
+    truncated_frac_max: float = _f(0.3, "len/truncated_frac above this: truncation dominates")
+    zero_var_frac_max: float = _f(0.5, "ds/zero_var_frac above this: groups carry no signal")
+
+
+@dataclass(frozen=True)
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -159,6 +179,8 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
     resume: bool = _f(False, "continue the run in run.dir from its last checkpoint")
     preset: str = _f("dapo", "the preset this config started from")
 
@@ -371,10 +393,25 @@ def validate(cfg: Config) -> None:
         (cfg.run.threads >= 0, "run.threads must be >= 0"),
         (cfg.run.checkpoint_every >= 0, "run.checkpoint_every must be >= 0"),
         (cfg.run.keep_checkpoints >= 1, "run.keep_checkpoints must be >= 1"),
+        (
+            set(sinks(cfg)) <= {"jsonl", "tensorboard", "wandb"},
+            "log.sinks must list only jsonl, tensorboard, wandb",
+        ),
+        (
+            cfg.log.wandb_mode in ("online", "offline", "disabled"),
+            "log.wandb_mode must be online, offline or disabled",
+        ),
+        (cfg.alerts.baseline_steps >= 1, "alerts.baseline_steps must be >= 1"),
     ]
     for ok, message in checks:
         if not ok:
             raise DapoError(message)
+
+
+def sinks(cfg: Config) -> list[str]:
+    """The metric sinks to open: ``log.sinks`` with jsonl always first."""
+    names = [n.strip() for n in cfg.log.sinks.split(",") if n.strip()]
+    return ["jsonl"] + [n for n in dict.fromkeys(names) if n != "jsonl"]
 
 
 def to_dict(cfg: Config) -> dict[str, Any]:

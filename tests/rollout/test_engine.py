@@ -144,3 +144,32 @@ def test_concat_rollouts_pads_both_sides():
     assert out.completion_ids.tolist() == [[1, 1, 1], [1, 9, 9]]
     assert out.mask.tolist() == [[1, 1, 1], [1, 0, 0]]
     assert out.logp.tolist() == [[-1, -1, -1], [-1, 0, 0]]
+
+
+def test_shared_prompt_prefix_changes_nothing(tiny_model, tokenizer):
+    # chat-templated prompts share the system turn: the prefix is encoded once, and the
+    # completions and their log-probs are those of encoding each prompt in full
+    from dapo_rl.data.templates import build_prompt
+
+    prompts = [
+        build_prompt(tokenizer, p, "dapo_oneshot") for p in ("What is 2 + 3?", "What is 17 + 18?")
+    ]
+    engine = HFEngine(tiny_model, tokenizer)
+    ids, mask = engine.encode(prompts)
+    from transformers import DynamicCache
+
+    shapes = []
+    forward = engine._forward
+    engine._forward = lambda **kw: shapes.append(tuple(kw["input_ids"].shape)) or forward(**kw)
+    logits, _, _ = engine._prefill(ids, mask, DynamicCache())
+    engine._forward = forward
+    # one pass over the shared run (batch 1), one over the two prompts' own tails
+    assert shapes[0][0] == 1 and shapes[0][1] > 20 and shapes[1][0] == 2
+    assert shapes[0][1] + shapes[1][1] == ids.shape[1]
+    full = tiny_model(
+        input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0)
+    ).logits[:, -1]
+    assert torch.allclose(logits, full, atol=1e-4)
+    ro = engine.generate(prompts, n=2, max_new_tokens=6, generator=torch.Generator().manual_seed(0))
+    logp, _ = completion_logprobs(tiny_model, ro, temperature=1.0)
+    assert torch.allclose(logp[ro.mask.bool()], ro.logp[ro.mask.bool()], atol=1e-4)

@@ -85,6 +85,14 @@ def sample_tokens(
     return tokens, logprobs.gather(-1, tokens[:, None])[:, 0]
 
 
+def _common_prefix_len(rows: list[list[int]]) -> int:
+    first, n = rows[0], min(len(r) for r in rows)
+    for i in range(n):
+        if any(r[i] != first[i] for r in rows):
+            return i
+    return n
+
+
 class HFEngine:
     """Samples completions from a transformers causal LM, in batches."""
 
@@ -136,23 +144,61 @@ class HFEngine:
         ):
             return self.model(**kw, use_cache=True, logits_to_keep=1).logits[:, -1]
 
+    def _prefill(self, ids, prompt_mask, cache):
+        """Run the prompts through the model into ``cache``.
+
+        Returns the last-position logits (P, V), the attention mask the cache was built
+        with, and each row's last position. When the prompts share a leading run of tokens
+        (a system prompt, few-shot examples) it is computed once and its keys and values are
+        repeated; each row's remaining tokens follow after padding, with positions that
+        continue the shared run, so every row sees exactly its own prompt.
+        """
+        rows = [r[m.bool()].tolist() for r, m in zip(ids, prompt_mask, strict=True)]
+        shared = _common_prefix_len(rows) if len(rows) > 1 else 0
+        shared = min(shared, min(len(r) for r in rows) - 1)  # every row keeps >= 1 own token
+        if shared < 2:
+            positions = (prompt_mask.cumsum(-1) - 1).clamp(min=0)
+            logits = self._forward(
+                input_ids=ids,
+                attention_mask=prompt_mask,
+                position_ids=positions,
+                past_key_values=cache,
+            )
+            return logits, prompt_mask, positions[:, -1:]
+        head = torch.tensor([rows[0][:shared]])
+        self._forward(
+            input_ids=head,
+            attention_mask=torch.ones_like(head),
+            position_ids=torch.arange(shared)[None],
+            past_key_values=cache,
+        )
+        cache.batch_repeat_interleave(len(rows))
+        tails = [r[shared:] for r in rows]
+        width = max(len(t) for t in tails)
+        tail_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        tail_mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, t in enumerate(tails):
+            tail_ids[i, width - len(t) :], tail_mask[i, width - len(t) :] = torch.tensor(t), 1
+        positions = (shared + tail_mask.cumsum(-1) - 1).clamp(min=shared)
+        attn = torch.cat([torch.ones(len(rows), shared, dtype=torch.long), tail_mask], 1)
+        logits = self._forward(
+            input_ids=tail_ids, attention_mask=attn, position_ids=positions, past_key_values=cache
+        )
+        return logits, attn, positions[:, -1:]
+
     @torch.no_grad()
     def _generate_batch(self, ids, prompt_mask, n, max_new_tokens, temperature, top_p, generator):
         from transformers import DynamicCache
 
         was_training = self.model.training
         self.model.eval()
-        positions = (prompt_mask.cumsum(-1) - 1).clamp(min=0)
         cache = DynamicCache()
+        logits, attn, step_pos = self._prefill(ids, prompt_mask, cache)
         # Each prompt is prefilled once; its KV cache is then shared by its n completions.
-        logits = self._forward(
-            input_ids=ids, attention_mask=prompt_mask, position_ids=positions, past_key_values=cache
-        ).repeat_interleave(n, 0)
+        logits, attn, step_pos = (x.repeat_interleave(n, 0) for x in (logits, attn, step_pos))
         cache.batch_repeat_interleave(n)
         ids, prompt_mask = ids.repeat_interleave(n, 0), prompt_mask.repeat_interleave(n, 0)
         batch = ids.shape[0]
-        attn = prompt_mask
-        step_pos = positions.repeat_interleave(n, 0)[:, -1:]
         done = torch.zeros(batch, dtype=torch.bool)
         tokens_out, logp_out, mask_out = [], [], []
         tok = None

@@ -20,13 +20,14 @@ import torch
 import yaml
 
 from dapo_rl import models
-from dapo_rl.config import Config, to_dict
+from dapo_rl.alerts import check_alerts
+from dapo_rl.config import Config, sinks, to_dict
 from dapo_rl.data.arithmetic import Arithmetic
 from dapo_rl.data.files import load_examples
 from dapo_rl.data.stream import PromptStream
 from dapo_rl.errors import DapoError
 from dapo_rl.eval import evaluate
-from dapo_rl.metrics import ConsoleSink, JsonlSink
+from dapo_rl.metrics import ConsoleSink, make_sinks, read_metrics
 from dapo_rl.rewards import get_verifier
 from dapo_rl.rollout import HFEngine
 from dapo_rl.train import checkpoint
@@ -188,23 +189,36 @@ def run_eval(state: TrainState) -> dict[str, float]:
     return {f"eval/{k}": v for k, v in res.items()}
 
 
+def _due(step: int, every: int, last: int) -> bool:
+    return step == last or bool(every and step % every == 0)
+
+
 def train(cfg: Config) -> Path:
     """Run (or resume) training as configured; returns the run directory."""
     state = build_state(cfg)
     run_dir = _prepare_dir(cfg)
-    jsonl = JsonlSink(run_dir / "metrics.jsonl")
+    metrics_path = run_dir / "metrics.jsonl"
+    start = checkpoint.load_latest(run_dir, state) if cfg.resume else 0
     if cfg.resume:
-        start = checkpoint.load_latest(run_dir, state)
-        _truncate_metrics(jsonl.path, start)
+        _truncate_metrics(metrics_path, start)
     else:
-        start = 0
-        jsonl.path.unlink(missing_ok=True)
+        metrics_path.unlink(missing_ok=True)
+    history = read_metrics(run_dir) if metrics_path.exists() else []
+    sinks_ = make_sinks(
+        sinks(cfg),
+        run_dir,
+        wandb_project=cfg.log.wandb_project,
+        wandb_mode=cfg.log.wandb_mode,
+        config=to_dict(cfg),
+    )
     console = ConsoleSink(cfg.train.steps, initial=start, enabled=cfg.run.progress)
     console.note("config: " + json.dumps(to_dict(cfg)))
     try:
         if start == 0:
             record = {"step": 0, **run_eval(state)}
-            jsonl.write(record)
+            for sink in sinks_:
+                sink.write(record)
+            history.append(record)
             console.note(f"step 0: held-out acc {record['eval/acc']:.3f}")
         for step in range(start + 1, cfg.train.steps + 1):
             state.step = step
@@ -213,14 +227,19 @@ def train(cfg: Config) -> Path:
                 record = {"step": step, **train_step(state)}
             for w in caught:
                 console.note(f"warning: {w.message}")
-            every = cfg.eval.every
-            if step == cfg.train.steps or (every and step % every == 0):
+            if _due(step, cfg.eval.every, cfg.train.steps):
                 record.update(run_eval(state))
-            jsonl.write(record)
-            console.write(record)
-            ce = cfg.run.checkpoint_every
-            if step == cfg.train.steps or (ce and step % ce == 0):
+            alerts = check_alerts(history, record, thresholds=cfg.alerts, only_new=True)
+            if alerts:
+                record["alerts"] = alerts
+            for text in alerts:
+                console.note(f"alert (step {step}): {text}")
+            for sink in (*sinks_, console):
+                sink.write(record)
+            history.append(record)
+            if _due(step, cfg.run.checkpoint_every, cfg.train.steps):
                 checkpoint.save(run_dir, state, keep=cfg.run.keep_checkpoints)
     finally:
-        console.close()
+        for sink in (*sinks_, console):
+            sink.close()
     return run_dir
