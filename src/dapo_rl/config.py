@@ -98,6 +98,9 @@ class AlgoConfig:
     max_gen_rounds: int = _f(
         4, "cap on generation rounds per step; at the cap the step trains on what it has"
     )
+    oversample: bool = _f(
+        True, "dynamic sampling requests missing / (last step's pass-through rate) prompts"
+    )
     overlong_shaping: bool = _f(True, "soft linear length penalty near the limit (DAPO)")
     overlong_buffer: int = _f(16, "tokens before max_new_tokens where the penalty ramps up")
     overlong_penalty: float = _f(1.0, "penalty at max_new_tokens")

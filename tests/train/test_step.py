@@ -144,3 +144,20 @@ def test_all_wrong_groups_with_different_lengths_are_still_dropped():
     st = _state(["long hard", "mixed", "mixed"], **{"rollout.prompts_per_step": 1})
     col = collect(st)
     assert st.engine.calls == [1, 1] and col.acc.tolist() == [1, 0, 1, 0]
+
+
+def test_oversampling_requests_missing_over_pass_rate_and_records_the_new_rate():
+    st = _state(["mixed a", "hard", "mixed b", "hard", "mixed c", "hard"])
+    st.pass_rate = 0.5  # last step kept half its groups: ask for 2 / 0.5 = 4 prompts
+    col = collect(st)
+    assert st.engine.calls == [4]
+    assert len(col.batch) == 2 * G  # two of the four groups were informative
+    assert st.pass_rate == 0.5
+    st = _state(["hard"] * 3 + ["mixed"], **{"rollout.batch_size": 12})
+    st.pass_rate = 0.01  # capped: at most batch_size / G = 3 prompts a round
+    collect(st)
+    assert st.engine.calls[0] == 3
+    st = _state(["mixed a", "hard"], **{"algo.oversample": False})
+    st.pass_rate = 0.5
+    collect(st)
+    assert st.engine.calls[0] == 2

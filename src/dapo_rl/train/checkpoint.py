@@ -47,6 +47,7 @@ def save(run_dir: Path, state, *, keep: int) -> Path:
             "generator": state.generator.get_state(),
             "torch_rng": torch.get_rng_state(),
             "stream": state.stream.state_dict(),
+            "pass_rate": state.pass_rate,
         },
         tmp / "trainer.pt",
     )
@@ -81,5 +82,6 @@ def load_latest(run_dir: Path, state) -> int:
     state.generator.set_state(t["generator"])
     torch.set_rng_state(t["torch_rng"])
     state.stream.load_state_dict(t["stream"])
+    state.pass_rate = float(t["pass_rate"])
     state.step = int(t["step"])
     return state.step

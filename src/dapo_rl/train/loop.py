@@ -59,6 +59,7 @@ class TrainState:
     generator: torch.Generator
     update_settings: UpdateSettings
     step: int = 0
+    pass_rate: float = 1.0  # share of groups kept by dynamic sampling in the last step
 
 
 def _datasets(cfg: Config):

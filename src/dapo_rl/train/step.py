@@ -9,6 +9,7 @@ groups are in hand or the round cap is reached (then it trains on what it has an
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -37,6 +38,19 @@ def _zero_var_split(acc: torch.Tensor, group_size: int) -> tuple[int, int]:
     return int(groups.all(1).sum()), int((~groups).all(1).sum())
 
 
+def _request(missing: int, state) -> int:
+    """Prompts to sample for ``missing`` groups: with oversampling, missing / pass rate.
+
+    The pass rate (share of groups that survive the filter) is that of the previous step;
+    the request is capped at ``rollout.batch_size`` sequences per round.
+    """
+    cfg = state.cfg
+    if not (cfg.algo.dynamic_sampling and cfg.algo.oversample):
+        return missing
+    cap = max(missing, cfg.rollout.batch_size // cfg.rollout.group_size)
+    return min(cap, math.ceil(missing / max(getattr(state, "pass_rate", 1.0), 0.1)))
+
+
 def collect(state) -> Collected:
     """Steps 1-5: sample, score, shape, filter and refill."""
     cfg, G = state.cfg, state.cfg.rollout.group_size
@@ -58,7 +72,7 @@ def collect(state) -> Collected:
     n_kept = 0
     while n_kept < want and st["rounds"] < (a.max_gen_rounds if a.dynamic_sampling else 1):
         st["rounds"] += 1
-        examples = state.stream.next(want - n_kept)  # 1. prompts (only as many as are missing)
+        examples = state.stream.next(_request(want - n_kept, state))  # 1. prompts
         prompts = [build_prompt(state.tokenizer, ex.problem, cfg.data.template) for ex in examples]
         t0 = time.perf_counter()
         ro = state.engine.generate(  # 2. G completions per prompt
@@ -128,6 +142,8 @@ def collect(state) -> Collected:
         )
     st.update({k: torch.cat(v) for k, v in seen.items()})
     st["kept_groups"] = min(n_kept, want)
+    if a.dynamic_sampling:  # pass-through rate seen by the next step's requests
+        state.pass_rate = n_kept / max(st["groups"], 1)
     return Collected(batch, rewards, accs, st)
 
 
