@@ -2,7 +2,7 @@
 
     dapo train [--config FILE.yaml] [--preset NAME] [KEY=VALUE ...]
     dapo eval --model M --data FILE [--k 8] [--temperature 1.0] [--top-p 0.7] [--template NAME]
-              [--limit N] [--out FILE]
+              [--limit N] [--verifier NAME] [--max-new-tokens N] [--out FILE]
     dapo report RUN_DIR [RUN_DIR ...] [--out report.html] [--labels a,b]
 
 Every DapoError becomes one line on stderr and exit status 2.
@@ -56,38 +56,27 @@ def _report(args: argparse.Namespace) -> None:
 
 
 def _eval(args: argparse.Namespace) -> None:
+    from dapo_rl.eval import result_table, run_file
+
     _quiet_libraries()
-    import torch
-
-    from dapo_rl import models
-    from dapo_rl.data.files import load_examples
-    from dapo_rl.eval import evaluate
-    from dapo_rl.rewards import get_verifier
-    from dapo_rl.rollout import HFEngine
-
-    examples = load_examples(args.data, limit=args.limit)
-    verifier = get_verifier(args.verifier)
-    tokenizer = models.load_tokenizer(args.model)
-    model = models.load_model(args.model).eval()
-    engine = HFEngine(model, tokenizer, batch_size=args.batch_size)
-    res = evaluate(
-        engine,
-        tokenizer,
-        examples,
-        verifier,
+    res = run_file(
+        args.data,
+        model=args.model,
+        verifier=args.verifier,
         template=args.template,
-        max_new_tokens=args.max_new_tokens,
+        limit=args.limit,
         k=args.k,
         temperature=args.temperature,
         top_p=args.top_p,
-        generator=torch.Generator().manual_seed(args.seed),
+        max_new_tokens=args.max_new_tokens,
+        batch_size=args.batch_size,
+        seed=args.seed,
     )
-    res = {"model": args.model, "data": args.data, "template": args.template, **res}
-    for key, value in res.items():
-        print(f"{key:<16} {value:.4f}" if isinstance(value, float) else f"{key:<16} {value}")
+    print(result_table(res))
     if args.out:
         with open(args.out, "w") as f:
             json.dump(res, f, indent=2)
+        print(f"metrics written to {args.out}")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -97,6 +86,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="dapo", description="DAPO / GRPO training from verifiable rewards"
     )
     sub = p.add_subparsers(dest="command", required=True)
+    defaults = config.EvalConfig()
     t = sub.add_parser(
         "train",
         help="train a policy",
@@ -110,21 +100,39 @@ def _parser() -> argparse.ArgumentParser:
     )
     t.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     t.set_defaults(func=_train)
-    e = sub.add_parser("eval", help="evaluate a model on a held-out file")
-    e.add_argument("--model", default="smollm2-135m-instruct")
-    e.add_argument("--data", required=True, help="JSONL/JSON/Parquet file")
-    e.add_argument(
-        "--k", type=int, default=0, help="samples per problem for avg@k / pass@k (0: greedy only)"
+    e = sub.add_parser(
+        "eval",
+        help="evaluate a model on a held-out file",
+        description="Greedy accuracy, and with --k: avg@k, pass@k (unbiased) and maj@k, plus "
+        "mean completion length and truncation rate. The verifier follows the file's layout "
+        "(gsm8k, asdiv: gsm8k; math500, aime, amc: math; dapo17k: dapo_answer).",
     )
-    e.add_argument("--temperature", type=float, default=1.0)
-    e.add_argument("--top-p", type=float, default=1.0)
-    e.add_argument("--template", default="dapo")
-    e.add_argument("--verifier", default="math")
-    e.add_argument("--limit", type=int, default=None)
+    e.add_argument("--model", default="smollm2-135m-instruct")
+    e.add_argument("--data", required=True, help="JSONL/JSON/Parquet file in a known layout")
+    e.add_argument(
+        "--k",
+        type=int,
+        default=0,
+        help="samples per problem for avg@k / pass@k / maj@k (0: greedy only)",
+    )
+    e.add_argument(
+        "--temperature",
+        type=float,
+        default=defaults.temperature,
+        help="sampling temperature for --k",
+    )
+    e.add_argument("--top-p", type=float, default=defaults.top_p, help="nucleus threshold for --k")
+    e.add_argument(
+        "--template", default="dapo", help="prompt template (dapo, dapo_oneshot, boxed, plain)"
+    )
+    e.add_argument(
+        "--verifier", default=None, help="verifier spec (default: from the file's layout)"
+    )
+    e.add_argument("--limit", type=int, default=None, help="first N problems only")
     e.add_argument("--max-new-tokens", type=int, default=512)
-    e.add_argument("--batch-size", type=int, default=64)
-    e.add_argument("--seed", type=int, default=0)
-    e.add_argument("--out", help="write the metrics as JSON here")
+    e.add_argument("--batch-size", type=int, default=64, help="sequences decoded together")
+    e.add_argument("--seed", type=int, default=0, help="seed of the --k sampling")
+    e.add_argument("--out", help="write the settings and metrics as JSON here")
     e.set_defaults(func=_eval)
     r = sub.add_parser("report", help="HTML report comparing runs")
     r.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")

@@ -134,7 +134,14 @@ class EvalConfig:
         10, "held-out evaluation every N steps (and at start and end); 0 = start and end only"
     )
     size: int = _f(200, "held-out problems")
-    path: str | None = _f(None, "held-out file; default: the task's own held-out set")
+    path: str | None = _f(
+        None,
+        "held-out files, comma-separated, logged as eval/<name>/... (name: file stem, or its "
+        "folder for test.jsonl); a file task's first file is also eval/...",
+    )
+    k: int = _f(0, "samples per problem for avg@k, pass@k and maj@k; 0 = greedy accuracy only")
+    temperature: float = _f(1.0, "sampling temperature of the k samples (DAPO evaluates at 1.0)")
+    top_p: float = _f(0.7, "nucleus threshold of the k samples (DAPO evaluates at 0.7)")
     max_new_tokens: int | None = _f(
         None, "generation limit at evaluation; defaults to rollout.max_new_tokens"
     )
@@ -392,6 +399,9 @@ def validate(cfg: Config) -> None:
             "eval.max_new_tokens must be >= 1 (or null)",
         ),
         (cfg.eval.batch_size >= 1, "eval.batch_size must be >= 1"),
+        (cfg.eval.k >= 0, "eval.k must be >= 0"),
+        (cfg.eval.temperature >= 0, "eval.temperature must be >= 0"),
+        (0 < cfg.eval.top_p <= 1, "eval.top_p must be in (0, 1]"),
         (cfg.rewards.timeout > 0, "rewards.timeout must be > 0"),
         (cfg.run.threads >= 0, "run.threads must be >= 0"),
         (cfg.run.checkpoint_every >= 0, "run.checkpoint_every must be >= 0"),

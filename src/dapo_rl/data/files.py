@@ -13,6 +13,7 @@ Layouts (``LAYOUTS``), auto-detected from the first row's fields when ``format``
   even when it already holds the DAPO instructions; answer = ``reward_model.ground_truth``.
 ``prompt_field`` / ``answer_field`` (dotted paths allowed) replace the layout's fields; the
 layout's answer cleaning still applies (it leaves an answer it does not recognise as is).
+``source_format`` names the layout of a source's first row (``dapo eval`` picks a verifier by it).
 
 Every bad input raises ``DapoError`` with one line naming the file, row or field.
 """
@@ -233,6 +234,15 @@ def _layout(format: str | None, first: Mapping, where: str, prompt_field, answer
         layout.ids,
         layout.clean,
     )
+
+
+def source_format(source: Any) -> str | None:
+    """The layout ``load_examples`` would detect from ``source``'s first row, or None."""
+    _, rows = _rows(source)
+    first = next(rows, None)
+    if first is None or not isinstance(first[1], Mapping):
+        return None
+    return detect_format(first[1])
 
 
 def load_examples(

@@ -26,7 +26,7 @@ from dapo_rl.data.arithmetic import Arithmetic
 from dapo_rl.data.files import load_examples
 from dapo_rl.data.stream import PromptStream
 from dapo_rl.errors import DapoError
-from dapo_rl.eval import evaluate
+from dapo_rl.eval import evaluate_sets, load_eval_files
 from dapo_rl.metrics import ConsoleSink, make_sinks, read_metrics
 from dapo_rl.rewards import get_verifier
 from dapo_rl.rollout import HFEngine
@@ -55,6 +55,7 @@ class TrainState:
     scheduler: Any
     stream: PromptStream
     eval_set: list
+    eval_files: tuple  # eval.path files (eval.EvalFile), logged under eval/<name>/
     verifier: Any
     generator: torch.Generator
     update_settings: UpdateSettings
@@ -73,15 +74,16 @@ def _datasets(cfg: Config):
             d.path, format=d.format, prompt_field=d.prompt_field, answer_field=d.answer_field
         )
         eval_set = None
-    if cfg.eval.path:
-        eval_set = load_examples(cfg.eval.path, limit=cfg.eval.size)
+    eval_files = load_eval_files(cfg.eval.path, limit=cfg.eval.size)
+    if eval_set is None and eval_files:
+        eval_set = eval_files[0].examples  # a file task: its first held-out file
     if eval_set is None:
         eval_set = train_source[
             : cfg.eval.size
         ]  # a file run without eval.path: report training fit
         warnings.warn("no eval.path: evaluating on the first training examples", stacklevel=2)
     exclude = {ex.problem for ex in eval_set} if d.task == "arithmetic" else set()
-    return PromptStream(train_source, seed=cfg.run.seed, exclude=exclude), eval_set
+    return PromptStream(train_source, seed=cfg.run.seed, exclude=exclude), eval_set, eval_files
 
 
 def build_state(cfg: Config) -> TrainState:
@@ -89,7 +91,7 @@ def build_state(cfg: Config) -> TrainState:
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
     torch.manual_seed(cfg.run.seed)
-    stream, eval_set = _datasets(cfg)
+    stream, eval_set, eval_files = _datasets(cfg)
     verifier = get_verifier(cfg.rewards.fn)
     tokenizer = models.load_tokenizer(cfg.model.name)
     model = models.load_model(cfg.model.name, seed=cfg.run.seed)
@@ -134,6 +136,7 @@ def build_state(cfg: Config) -> TrainState:
         scheduler,
         stream,
         eval_set,
+        eval_files,
         verifier,
         torch.Generator().manual_seed(cfg.run.seed),
         settings,
@@ -177,17 +180,22 @@ def _truncate_metrics(path: Path, last_step: int) -> None:
 
 def run_eval(state: TrainState) -> dict[str, float]:
     cfg = state.cfg
-    res = evaluate(
+    e = cfg.eval
+    return evaluate_sets(
         state.engine,
         state.tokenizer,
         state.eval_set,
-        state.verifier,
+        state.eval_files,
+        cfg.rewards.fn,
+        seed=cfg.run.seed,
         template=cfg.data.template,
-        max_new_tokens=cfg.eval.max_new_tokens or cfg.rollout.max_new_tokens,
+        max_new_tokens=e.max_new_tokens or cfg.rollout.max_new_tokens,
+        k=e.k,
+        temperature=e.temperature,
+        top_p=e.top_p,
         timeout=cfg.rewards.timeout,
-        batch_size=cfg.eval.batch_size,
+        batch_size=e.batch_size,
     )
-    return {f"eval/{k}": v for k, v in res.items()}
 
 
 def _due(step: int, every: int, last: int) -> bool:
