@@ -239,6 +239,7 @@ RULES = [
     ({"train.max_grad_norm": 0.0}, "train.max_grad_norm"),
     ({"train.mini_batches_per_step": 0}, "train.mini_batches_per_step"),
     ({"train.micro_batch_size": 0}, "train.micro_batch_size"),
+    ({"train.max_skipped_steps": -1}, "train.max_skipped_steps"),
     ({"model.dtype": "float16"}, "model.dtype"),
     ({"data.task": "chess"}, "data.task"),
     ({"data.task": "file"}, "data.task"),  # file task without data.path

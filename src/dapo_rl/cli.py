@@ -5,7 +5,8 @@
               [--limit N] [--verifier NAME] [--max-new-tokens N] [--out FILE]
     dapo report RUN_DIR [RUN_DIR ...] [--out report.html] [--labels a,b]
 
-Every DapoError becomes one line on stderr and exit status 2.
+Every DapoError becomes one line on stderr and exit status 2. A training run stopped by
+SIGINT or SIGTERM prints one line on how to resume and exits with 130 or 143.
 """
 
 from __future__ import annotations
@@ -149,9 +150,9 @@ def main(argv: list[str] | None = None) -> int:
     except DapoError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:  # train's Interrupted carries its signal and resume line
+        print(str(e) or "interrupted", file=sys.stderr)
+        return 128 + getattr(e, "signum", 2)  # 130 for SIGINT, 143 for SIGTERM
     return 0
 
 

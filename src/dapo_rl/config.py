@@ -126,6 +126,11 @@ class TrainConfig:
     recompute_old_logprobs: bool = _f(
         False, "recompute old log-probs with a forward pass instead of the sampler's own"
     )
+    max_skipped_steps: int = _f(
+        8,
+        "stop (with a checkpoint) after this many optimizer steps in a row skipped for a "
+        "non-finite loss or gradient; 0 = never",
+    )
 
 
 @dataclass(frozen=True)
@@ -267,14 +272,14 @@ def _known(key: str) -> dataclasses.Field:
     if key not in table:
         close = difflib.get_close_matches(key, list(table), n=1, cutoff=0.5)
         hint = f" (did you mean {close[0]}?)" if close else ""
-        raise DapoError(f"unknown config key '{key}'{hint}; `dapo train --help` lists them")
+        raise DapoError(f"unknown config key {key!r}{hint}; `dapo train --help` lists them")
     return table[key]
 
 
 def parse_override(text: str) -> tuple[str, Any]:
     """``algo.eps_high=0.28`` -> ("algo.eps_high", 0.28); values are read as YAML scalars."""
     if "=" not in text:
-        raise DapoError(f"override '{text}' is not KEY=VALUE")
+        raise DapoError(f"override {text!r} is not KEY=VALUE")
     key, raw = text.split("=", 1)
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
@@ -297,9 +302,11 @@ def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
     try:
-        text = Path(path).read_text()
+        text = Path(path).read_text(encoding="utf-8")
     except OSError as e:
         raise DapoError(f"cannot read config file {path}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise DapoError(f"config file {path}: not UTF-8 text") from None
     try:
         tree = yaml.safe_load(text)
     except yaml.YAMLError as e:
@@ -312,7 +319,10 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         raise DapoError(
             f"config file {path}: expected a mapping of keys, got {type(tree).__name__}"
         )
-    return flatten(tree)
+    try:
+        return flatten(tree)
+    except RecursionError:  # a mapping that holds itself through a YAML alias
+        raise DapoError(f"config file {path}: a mapping refers to itself") from None
 
 
 def build(
@@ -323,8 +333,8 @@ def build(
     """Defaults <- preset <- file <- overrides, then validate."""
     file_values, overrides = dict(file_values or {}), dict(overrides or {})
     preset = overrides.pop("preset", file_values.pop("preset", preset))
-    if preset not in PRESETS:
-        raise DapoError(f"unknown preset '{preset}': use one of {', '.join(PRESETS)}")
+    if not isinstance(preset, str) or preset not in PRESETS:
+        raise DapoError(f"unknown preset {preset!r}: use one of {', '.join(PRESETS)}")
     values = {**PRESETS[preset], **file_values, **overrides, "preset": preset}
     if values.get("data.path") and "data.task" not in {**file_values, **overrides}:
         values["data.task"] = "file"
@@ -386,6 +396,7 @@ def validate(cfg: Config) -> None:
         (t.max_grad_norm > 0, "train.max_grad_norm must be > 0"),
         (t.mini_batches_per_step >= 1, "train.mini_batches_per_step must be >= 1"),
         (t.micro_batch_size >= 1, "train.micro_batch_size must be >= 1"),
+        (t.max_skipped_steps >= 0, "train.max_skipped_steps must be >= 0"),
         (cfg.model.dtype in ("float32", "bfloat16"), "model.dtype must be float32 or bfloat16"),
         (d.task in ("arithmetic", "file"), "data.task must be arithmetic or file"),
         (d.task != "file" or bool(d.path), "data.task=file needs data.path"),

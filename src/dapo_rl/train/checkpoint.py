@@ -1,42 +1,197 @@
 """Checkpoints: model (Hugging Face format) plus everything needed to resume exactly.
 
-``<run.dir>/checkpoints/step_NNNNNN/`` holds ``model/`` (``save_pretrained``) and
-``trainer.pt`` (optimizer, scheduler, the sampling generator, torch's global RNG, the
-stream position, the step). A checkpoint is written under a temporary name and renamed
-into place, so a kill mid-write never leaves a directory that looks complete. Only the
-newest ``keep`` checkpoints are kept.
+``<run.dir>/checkpoints/step_NNNNNN/`` holds
+- ``model/``: ``save_pretrained`` weights and tokenizer;
+- ``trainer.pt``: optimizer, scheduler, every RNG (the sampling generator, torch's global
+  and CUDA RNGs, Python's ``random``, NumPy's), the stream position, the dynamic-sampling
+  pass-through rate, the run of skipped optimizer steps, the step;
+- ``manifest.json``, written last: the step, the config hash and each other file's size
+  and sha256.
+
+Choices:
+- A checkpoint is written under a temporary name and renamed into place, so a kill
+  mid-write never leaves a directory that looks complete.
+- Loading tries the newest checkpoint first. One without a manifest, with a file missing,
+  truncated or failing its checksum, or written by a different config is refused with a
+  warning naming it and the reason, and the next older one is tried. Checkpoints that
+  exist but are all unusable are an error, never a silent fresh start.
+- The config hash covers the values that differ from the defaults, leaving out the keys a
+  resume may change (``RESUMABLE_KEYS``), so adding a config key with a default does not
+  orphan old checkpoints.
+- Only the newest ``keep`` checkpoints are kept; after a resume that fell back past a bad
+  checkpoint, the newer (abandoned) ones are removed when the next one is written.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import random
 import shutil
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
+from dapo_rl.config import Config, flatten, to_dict
+from dapo_rl.errors import DapoError
+
 _PREFIX = "step_"
+_TMP = ".tmp_"
+MANIFEST = "manifest.json"
+
+# Keys a resumed run may set differently from the run it continues.
+RESUMABLE_KEYS = frozenset(
+    {
+        "train.steps",
+        "train.max_skipped_steps",
+        "resume",
+        "run.progress",
+        "run.overwrite",
+        "run.dir",
+        "run.checkpoint_every",
+        "run.keep_checkpoints",
+        "eval.every",
+        "run.threads",
+    }
+)
+
+
+def config_hash(cfg: Config) -> str:
+    """sha256 of the config's non-default values, the resumable keys left out."""
+    defaults = flatten(to_dict(Config()))
+    values = {
+        k: v
+        for k, v in flatten(to_dict(cfg)).items()
+        if k not in RESUMABLE_KEYS and defaults.get(k, object()) != v
+    }
+    return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()
+
+
+def _step_of(path: Path) -> int:
+    return int(path.name[len(_PREFIX) :])
 
 
 def checkpoint_dirs(run_dir: Path) -> list[Path]:
-    root = run_dir / "checkpoints"
+    """Every ``step_NNNNNN`` directory, oldest first (whether or not it is intact)."""
+    root = Path(run_dir) / "checkpoints"
     if not root.is_dir():
         return []
-    done = [
+    found = [
         p
         for p in root.iterdir()
-        if p.name.startswith(_PREFIX)
-        and (p / "trainer.pt").exists()
-        and p.name[len(_PREFIX) :].isdigit()
+        if p.is_dir() and p.name.startswith(_PREFIX) and p.name[len(_PREFIX) :].isdigit()
     ]
-    return sorted(done, key=lambda p: int(p.name[len(_PREFIX) :]))
+    return sorted(found, key=_step_of)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_manifest(ckpt: Path, step: int, cfg_hash: str) -> None:
+    files = {}
+    for p in sorted(ckpt.rglob("*")):
+        if p.is_file():
+            _fsync(p)
+            files[p.relative_to(ckpt).as_posix()] = {
+                "size": p.stat().st_size,
+                "sha256": _sha256(p),
+            }
+    manifest = {"step": step, "config_hash": cfg_hash, "files": files}
+    (ckpt / MANIFEST).write_text(json.dumps(manifest, indent=1))
+    _fsync(ckpt / MANIFEST)
+
+
+def problem(ckpt: Path, cfg_hash: str | None = None) -> str | None:
+    """Why the checkpoint at ``ckpt`` cannot be used, or None when it is intact."""
+    try:
+        manifest = json.loads((ckpt / MANIFEST).read_text())
+        files, step = dict(manifest["files"]), int(manifest["step"])
+    except FileNotFoundError:
+        return f"no {MANIFEST} (written partially or by an older version)"
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"unreadable {MANIFEST}"
+    if step != _step_of(ckpt):
+        return f"{MANIFEST} names step {step}"
+    if "trainer.pt" not in files or not any(n.startswith("model/") for n in files):
+        return f"{MANIFEST} lists no trainer.pt or model files"
+    if cfg_hash is not None and manifest.get("config_hash") != cfg_hash:
+        return "written by a run with a different config"
+    for name, meta in files.items():
+        why = _file_problem(ckpt / name, meta)
+        if why:
+            return f"{name} {why}"
+    return None
+
+
+def _file_problem(path: Path, meta) -> str | None:
+    if not isinstance(meta, dict) or not {"size", "sha256"} <= set(meta):
+        return "has no size and checksum in the manifest"
+    if not path.is_file():
+        return "is missing"
+    size = path.stat().st_size
+    if size != meta["size"]:
+        return f"has {size} bytes, not {meta['size']} (truncated or rewritten)"
+    if _sha256(path) != meta["sha256"]:
+        return "fails its sha256 checksum"
+    return None
+
+
+def _rng_states() -> dict:
+    out = {"torch_rng": torch.get_rng_state(), "python_rng": random.getstate()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        out["cuda_rng"] = torch.cuda.get_rng_state_all()
+    try:
+        import numpy
+
+        out["numpy_rng"] = numpy.random.get_state()
+    except ImportError:
+        pass
+    return out
+
+
+def _set_rng_states(t: dict) -> None:
+    torch.set_rng_state(t["torch_rng"])
+    random.setstate(t["python_rng"])
+    if "cuda_rng" in t and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(t["cuda_rng"][: torch.cuda.device_count()])
+    if "numpy_rng" in t:
+        import numpy
+
+        numpy.random.set_state(t["numpy_rng"])
+
+
+def _prune(root: Path, step: int, keep: int) -> None:
+    dirs = checkpoint_dirs(root.parent)
+    abandoned = [d for d in dirs if _step_of(d) > step]
+    current = [d for d in dirs if _step_of(d) <= step]
+    for old in abandoned + current[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def save(run_dir: Path, state, *, keep: int) -> Path:
-    root = run_dir / "checkpoints"
+    """Write ``state`` as the checkpoint of ``state.step``; returns its directory."""
+    root = Path(run_dir) / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
+    for stale in root.glob(f"{_TMP}*"):  # left by a run killed mid-write
+        shutil.rmtree(stale, ignore_errors=True)
     final = root / f"{_PREFIX}{state.step:06d}"
-    tmp = root / f".tmp_{final.name}"
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = root / f"{_TMP}{final.name}"
     state.model.save_pretrained(tmp / "model")
     state.tokenizer.save_pretrained(tmp / "model")
     torch.save(
@@ -45,25 +200,22 @@ def save(run_dir: Path, state, *, keep: int) -> Path:
             "optimizer": state.optimizer.state_dict(),
             "scheduler": state.scheduler.state_dict(),
             "generator": state.generator.get_state(),
-            "torch_rng": torch.get_rng_state(),
+            **_rng_states(),
             "stream": state.stream.state_dict(),
             "pass_rate": state.pass_rate,
+            "skipped_in_a_row": state.skipped_in_a_row,
         },
         tmp / "trainer.pt",
     )
+    _write_manifest(tmp, state.step, config_hash(state.cfg))  # last: marks it complete
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
-    for old in checkpoint_dirs(run_dir)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+    _fsync(root)
+    _prune(root, state.step, keep)
     return final
 
 
-def load_latest(run_dir: Path, state) -> int:
-    """Restore the newest checkpoint into ``state``; returns its step (0 when there is none)."""
-    dirs = checkpoint_dirs(run_dir)
-    if not dirs:
-        return 0
-    path = dirs[-1]
+def _restore(path: Path, state) -> None:
     from safetensors.torch import load_file
 
     weights = {}
@@ -73,15 +225,42 @@ def load_latest(run_dir: Path, state) -> int:
     # tied embeddings are saved once; anything else missing is an error
     missing = [k for k in missing if "lm_head" not in k]
     if missing or unexpected:
-        raise RuntimeError(
+        raise DapoError(
             f"checkpoint {path} does not match the model: {missing[:3]} {unexpected[:3]}"
         )
     t = torch.load(path / "trainer.pt", weights_only=False)
     state.optimizer.load_state_dict(t["optimizer"])
     state.scheduler.load_state_dict(t["scheduler"])
     state.generator.set_state(t["generator"])
-    torch.set_rng_state(t["torch_rng"])
+    _set_rng_states(t)
     state.stream.load_state_dict(t["stream"])
     state.pass_rate = float(t["pass_rate"])
+    state.skipped_in_a_row = int(t["skipped_in_a_row"])
     state.step = int(t["step"])
-    return state.step
+
+
+def _warn(text: str) -> None:
+    warnings.warn(text, stacklevel=3)
+
+
+def load_latest(run_dir: Path, state, *, log: Callable[[str], None] = _warn) -> int:
+    """Restore the newest intact checkpoint into ``state``; returns its step (0 if none).
+
+    Each unusable checkpoint is reported through ``log`` and skipped for an older one.
+    """
+    dirs = checkpoint_dirs(run_dir)
+    cfg_hash = config_hash(state.cfg)
+    refused = []
+    for path in reversed(dirs):
+        why = problem(path, cfg_hash)
+        if why is None:
+            _restore(path, state)
+            return state.step
+        refused.append(f"{path.name} ({why})")
+        log(f"refusing checkpoint {path}: {why}; trying the previous one")
+    if refused:
+        raise DapoError(
+            f"no usable checkpoint in {Path(run_dir) / 'checkpoints'}: {'; '.join(refused)}; "
+            "pass run.overwrite=true to start over"
+        )
+    return 0

@@ -1,16 +1,29 @@
-"""The run: build every piece from a Config, evaluate, step, log, checkpoint.
+"""The run: build every piece from a Config, evaluate, step, log, checkpoint, stop.
 
 Everything that can fail on bad input (model name, data files, verifier) is built before
 the run directory is touched, so a bad run writes nothing. The resolved config is written
-to ``<run.dir>/config.yaml``; an existing different run is refused unless ``resume=true``
-or ``run.overwrite=true``. On resume, step records after the restored checkpoint are cut
-from ``metrics.jsonl`` so the log reads as one uninterrupted run.
+(atomically) to ``<run.dir>/config.yaml``; an existing different run is refused unless
+``resume=true`` or ``run.overwrite=true``. On resume, step records after the restored
+checkpoint (and a line cut short by a kill) are removed from ``metrics.jsonl`` so the log
+reads as one uninterrupted run.
+
+Stopping:
+- SIGINT / SIGTERM: the current step finishes, a checkpoint is written and ``Interrupted``
+  is raised with one line saying how to resume; a second signal raises it at once.
+- ``train.max_skipped_steps`` optimizer steps in a row skipped for a non-finite loss or
+  gradient (``policy_update`` skips them) stop the run with a checkpoint of the weights,
+  which skipped steps leave at their last good values, and a DapoError.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shlex
 import shutil
+import signal
+import sys
+import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +34,7 @@ import yaml
 
 from dapo_rl import models
 from dapo_rl.alerts import check_alerts
-from dapo_rl.config import Config, sinks, to_dict
+from dapo_rl.config import Config, flatten, sinks, to_dict
 from dapo_rl.data.arithmetic import Arithmetic
 from dapo_rl.data.files import load_examples
 from dapo_rl.data.stream import PromptStream
@@ -33,15 +46,6 @@ from dapo_rl.rollout import HFEngine
 from dapo_rl.train import checkpoint
 from dapo_rl.train.step import train_step
 from dapo_rl.train.update import UpdateSettings
-
-_RESUMABLE_CHANGES = {
-    "train.steps",
-    "resume",
-    "run.progress",
-    "run.overwrite",
-    "eval.every",
-    "run.threads",
-}
 
 
 @dataclass
@@ -61,6 +65,7 @@ class TrainState:
     update_settings: UpdateSettings
     step: int = 0
     pass_rate: float = 1.0  # share of groups kept by dynamic sampling in the last step
+    skipped_in_a_row: int = 0  # optimizer steps skipped for non-finite gradients, in a row
 
 
 def _datasets(cfg: Config):
@@ -143,39 +148,70 @@ def build_state(cfg: Config) -> TrainState:
     )
 
 
+def _check_resumable(saved: Path, cfg: Config) -> None:
+    """Refuse to resume a run whose saved config differs in a key a resume may not change."""
+    try:
+        tree = yaml.safe_load(saved.read_text())
+        old = flatten(tree)
+    except (OSError, yaml.YAMLError, AttributeError):
+        raise DapoError(
+            f"cannot read the saved config {saved}; pass run.overwrite=true to start over"
+        ) from None
+    defaults = flatten(to_dict(Config()))  # keys added since the run was saved: defaults
+    new = flatten(to_dict(cfg))
+    changed = [
+        k
+        for k in new
+        if old.get(k, defaults.get(k)) != new[k] and k not in checkpoint.RESUMABLE_KEYS
+    ]
+    if changed:
+        raise DapoError(
+            f"resume=true but the config differs from the saved run in {', '.join(changed)}"
+        )
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def _prepare_dir(cfg: Config) -> Path:
     run_dir = Path(cfg.run.dir)
     saved = run_dir / "config.yaml"
-    if saved.exists() and not cfg.run.overwrite:
-        if not cfg.resume:
-            raise DapoError(
-                f"run directory {run_dir} already holds a run: pass resume=true to continue "
-                "it or run.overwrite=true to replace it"
-            )
-        from dapo_rl.config import flatten
-
-        old, new = flatten(yaml.safe_load(saved.read_text())), flatten(to_dict(cfg))
-        changed = [k for k in new if old.get(k) != new[k] and k not in _RESUMABLE_CHANGES]
-        if changed:
-            raise DapoError(
-                f"resume=true but the config differs from the saved run in {', '.join(changed)}"
-            )
+    if saved.exists() and cfg.resume:
+        _check_resumable(saved, cfg)
+    elif saved.exists() and not cfg.run.overwrite:
+        raise DapoError(
+            f"run directory {run_dir} already holds a run: pass resume=true to continue "
+            "it or run.overwrite=true to replace it"
+        )
     elif cfg.run.overwrite:
         for name in ("metrics.jsonl", "checkpoints", "config.yaml"):
-            shutil.rmtree(run_dir / name, ignore_errors=True) if (run_dir / name).is_dir() else (
-                run_dir / name
-            ).unlink(missing_ok=True)
+            path = run_dir / name
+            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(
+                missing_ok=True
+            )
     run_dir.mkdir(parents=True, exist_ok=True)
-    saved.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    _write_atomic(saved, yaml.safe_dump(to_dict(cfg), sort_keys=False))
     return run_dir
 
 
+def _step_of(line: str) -> int | None:
+    """The step of a metrics line; None for a line cut short by a kill."""
+    try:
+        return int(json.loads(line).get("step", 0))
+    except (ValueError, AttributeError, TypeError):
+        return None
+
+
 def _truncate_metrics(path: Path, last_step: int) -> None:
+    """Keep the records of steps up to ``last_step`` (none when it is negative)."""
     if not path.exists():
         return
-    lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
-    kept = [ln for ln in lines if json.loads(ln).get("step", 0) <= last_step]
-    path.write_text("".join(ln + "\n" for ln in kept))
+    lines = path.read_text().splitlines()
+    kept = [ln for ln in lines if (s := _step_of(ln)) is not None and s <= last_step]
+    _write_atomic(path, "".join(ln + "\n" for ln in kept))
 
 
 def run_eval(state: TrainState) -> dict[str, float]:
@@ -202,14 +238,166 @@ def _due(step: int, every: int, last: int) -> bool:
     return step == last or bool(every and step % every == 0)
 
 
+class Interrupted(KeyboardInterrupt):
+    """A run stopped by SIGINT or SIGTERM; the CLI exits with status 128 + ``signum``."""
+
+    def __init__(self, signum: int, message: str):
+        super().__init__(message)
+        self.signum = signum
+
+
+def _resume_hint(run_dir: Path) -> str:
+    saved = shlex.quote(str(run_dir / "config.yaml"))
+    return f"resume with: dapo train --config {saved} resume=true"
+
+
+class _StopSignals:
+    """SIGINT/SIGTERM while the run is in its loop: the first asks it to stop after the
+    current step, a second raises ``Interrupted`` at once. Main thread only; the previous
+    handlers come back on exit."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = run_dir
+        self.signum: int | None = None
+        self._pid = os.getpid()
+        self._previous: dict = {}
+
+    def __enter__(self) -> _StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum, frame) -> None:
+        if os.getpid() != self._pid:
+            return  # a forked verifier worker inherited this handler; the trainer decides
+        name = signal.Signals(signum).name
+        if self.signum is not None:
+            raise Interrupted(
+                signum, f"stopped at once by a second {name}; {_resume_hint(self.run_dir)}"
+            )
+        self.signum = signum
+        print(
+            f"{name} received: finishing this step, then writing a checkpoint "
+            f"(send it again to stop at once)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    def stopped(self, when: str, ckpt: Path | None) -> Interrupted:
+        name = signal.Signals(self.signum).name
+        saved = f"; checkpoint {ckpt}" if ckpt else ""
+        return Interrupted(
+            self.signum, f"stopped by {name} {when}{saved}; {_resume_hint(self.run_dir)}"
+        )
+
+
+def _count_optimizer_steps(optimizer) -> list[int]:
+    """A counter of the optimizer steps taken (a skipped step never calls ``step``)."""
+    count = [0]
+
+    def hook(*_):
+        count[0] += 1
+
+    optimizer.register_step_post_hook(hook)
+    return count
+
+
+def _track_skips(state: TrainState, record: dict, taken: int) -> str | None:
+    """Update the run of skipped optimizer steps; a line to log when this step skipped any.
+
+    The order of steps inside one training step is not reported, so a training step that
+    both took and skipped steps counts its skipped ones as the latest (never too few).
+    """
+    skipped = int(record.get("grad/skipped_steps", 0))
+    if not skipped:
+        state.skipped_in_a_row = 0 if taken else state.skipped_in_a_row
+        return None
+    state.skipped_in_a_row = skipped if taken else state.skipped_in_a_row + skipped
+    return (
+        f"step {state.step}: {skipped} optimizer step(s) skipped for a non-finite loss or "
+        f"gradient ({state.skipped_in_a_row} in a row)"
+    )
+
+
+def _step_record(state: TrainState, history: list, console: ConsoleSink) -> dict:
+    """One training step (with its evaluation when due) as a metrics record."""
+    cfg, step = state.cfg, state.step
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        record = {"step": step, **train_step(state)}
+    for w in caught:
+        console.note(f"warning: {w.message}")
+    if _due(step, cfg.eval.every, cfg.train.steps):
+        record.update(run_eval(state))
+    alerts = check_alerts(history, record, thresholds=cfg.alerts, only_new=True)
+    if alerts:
+        record["alerts"] = alerts
+    for text in alerts:
+        console.note(f"alert (step {step}): {text}")
+    return record
+
+
+def _diverged(state: TrainState, ckpt: Path) -> DapoError:
+    n, limit = state.skipped_in_a_row, state.cfg.train.max_skipped_steps
+    return DapoError(
+        f"training stopped at step {state.step}: {n} optimizer steps in a row were skipped "
+        f"for a non-finite loss or gradient (train.max_skipped_steps={limit}); the last good "
+        f"weights are in {ckpt}; try a lower train.lr"
+    )
+
+
+def _run(state: TrainState, run_dir: Path, start: int, history: list, sinks_, console, stop):
+    """Evaluate at step 0 (fresh runs), then step, log and checkpoint until done or stopped."""
+    cfg = state.cfg
+    if start == 0:
+        record = {"step": 0, **run_eval(state)}
+        for sink in sinks_:
+            sink.write(record)
+        history.append(record)
+        console.note(f"step 0: held-out acc {record['eval/acc']:.3f}")
+    taken = _count_optimizer_steps(state.optimizer)
+    limit = cfg.train.max_skipped_steps
+    for step in range(start + 1, cfg.train.steps + 1):
+        if stop.signum is not None:
+            raise stop.stopped(f"before step {step}", None)
+        state.step, before = step, taken[0]
+        record = _step_record(state, history, console)
+        note = _track_skips(state, record, taken[0] - before)
+        if note:
+            console.note(f"warning: {note}")
+        for sink in (*sinks_, console):
+            sink.write(record)
+        history.append(record)
+        ckpt = None
+        if _due(step, cfg.run.checkpoint_every, cfg.train.steps):
+            ckpt = checkpoint.save(run_dir, state, keep=cfg.run.keep_checkpoints)
+        diverged = bool(limit) and state.skipped_in_a_row >= limit
+        if diverged or stop.signum is not None:
+            ckpt = ckpt or checkpoint.save(run_dir, state, keep=cfg.run.keep_checkpoints)
+            raise _diverged(state, ckpt) if diverged else stop.stopped(f"after step {step}", ckpt)
+
+
+def _warn(text: str) -> None:
+    print(f"warning: {text}", file=sys.stderr, flush=True)
+
+
 def train(cfg: Config) -> Path:
-    """Run (or resume) training as configured; returns the run directory."""
+    """Run (or resume) training as configured; returns the run directory.
+
+    Raises ``Interrupted`` when stopped by SIGINT/SIGTERM (after writing a checkpoint) and
+    DapoError on bad input or after ``train.max_skipped_steps`` skipped optimizer steps.
+    """
     state = build_state(cfg)
     run_dir = _prepare_dir(cfg)
     metrics_path = run_dir / "metrics.jsonl"
-    start = checkpoint.load_latest(run_dir, state) if cfg.resume else 0
+    start = checkpoint.load_latest(run_dir, state, log=_warn) if cfg.resume else 0
     if cfg.resume:
-        _truncate_metrics(metrics_path, start)
+        _truncate_metrics(metrics_path, start if start else -1)  # no checkpoint: start over
     else:
         metrics_path.unlink(missing_ok=True)
     history = read_metrics(run_dir) if metrics_path.exists() else []
@@ -223,31 +411,8 @@ def train(cfg: Config) -> Path:
     console = ConsoleSink(cfg.train.steps, initial=start, enabled=cfg.run.progress)
     console.note("config: " + json.dumps(to_dict(cfg)))
     try:
-        if start == 0:
-            record = {"step": 0, **run_eval(state)}
-            for sink in sinks_:
-                sink.write(record)
-            history.append(record)
-            console.note(f"step 0: held-out acc {record['eval/acc']:.3f}")
-        for step in range(start + 1, cfg.train.steps + 1):
-            state.step = step
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                record = {"step": step, **train_step(state)}
-            for w in caught:
-                console.note(f"warning: {w.message}")
-            if _due(step, cfg.eval.every, cfg.train.steps):
-                record.update(run_eval(state))
-            alerts = check_alerts(history, record, thresholds=cfg.alerts, only_new=True)
-            if alerts:
-                record["alerts"] = alerts
-            for text in alerts:
-                console.note(f"alert (step {step}): {text}")
-            for sink in (*sinks_, console):
-                sink.write(record)
-            history.append(record)
-            if _due(step, cfg.run.checkpoint_every, cfg.train.steps):
-                checkpoint.save(run_dir, state, keep=cfg.run.keep_checkpoints)
+        with _StopSignals(run_dir) as stop:
+            _run(state, run_dir, start, history, sinks_, console, stop)
     finally:
         for sink in (*sinks_, console):
             sink.close()

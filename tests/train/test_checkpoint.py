@@ -1,0 +1,213 @@
+"""Checkpoints on the tiny model: manifest, corruption detection and fallback, retention.
+
+One 3-step run (a checkpoint every step, three kept) is made once per module; each test
+copies its run directory and damages the copy.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dapo_rl.config import build
+from dapo_rl.errors import DapoError
+from dapo_rl.metrics import read_metrics
+from dapo_rl.train import checkpoint
+from dapo_rl.train.loop import build_state, train
+
+HERE = Path(__file__).parent
+
+
+def tiny_cfg(run_dir, **overrides):
+    base = {
+        "model.name": "tiny-random",
+        "run.dir": str(run_dir),
+        "run.progress": False,
+        "rewards.fn": "toy_rewards:length_parity",
+        "rollout.group_size": 4,
+        "rollout.prompts_per_step": 2,
+        "rollout.max_new_tokens": 8,
+        "algo.overlong_buffer": 4,
+        "eval.size": 4,
+        "eval.every": 0,
+        "train.micro_batch_size": 4,
+        "train.steps": 3,
+        "train.lr": 1e-3,
+        "run.checkpoint_every": 1,
+        "run.keep_checkpoints": 3,
+    }
+    return build(overrides={**base, **overrides})
+
+
+@pytest.fixture(autouse=True)
+def _toy_rewards_importable(monkeypatch):
+    monkeypatch.syspath_prepend(str(HERE))
+
+
+@pytest.fixture(scope="module")
+def done_run(tmp_path_factory):
+    import sys
+
+    sys.path.insert(0, str(HERE))
+    try:
+        return train(tiny_cfg(tmp_path_factory.mktemp("full") / "run"))
+    finally:
+        sys.path.remove(str(HERE))
+
+
+@pytest.fixture
+def run_copy(done_run, tmp_path):
+    dest = tmp_path / "run"
+    shutil.copytree(done_run, dest)
+    return dest
+
+
+def _ckpt(run: Path, step: int) -> Path:
+    return run / "checkpoints" / f"step_{step:06d}"
+
+
+def _load(run: Path):
+    """(step restored, warnings logged) for a fresh state of the run's config."""
+    state = build_state(tiny_cfg(run))
+    logged: list[str] = []
+    return checkpoint.load_latest(run, state, log=logged.append), logged, state
+
+
+def test_manifest_lists_every_file_with_size_and_sha256(done_run):
+    ckpt = _ckpt(done_run, 3)
+    manifest = json.loads((ckpt / checkpoint.MANIFEST).read_text())
+    assert manifest["step"] == 3
+    assert manifest["config_hash"] == checkpoint.config_hash(tiny_cfg(done_run))
+    on_disk = {
+        p.relative_to(ckpt).as_posix()
+        for p in ckpt.rglob("*")
+        if p.is_file() and p.name != checkpoint.MANIFEST
+    }
+    assert set(manifest["files"]) == on_disk
+    assert {"trainer.pt", "model/config.json", "model/model.safetensors"} <= on_disk
+    for name, meta in manifest["files"].items():
+        assert meta["size"] == (ckpt / name).stat().st_size
+        assert meta["sha256"] == checkpoint._sha256(ckpt / name)
+    assert checkpoint.problem(ckpt) is None
+
+
+def test_trainer_state_holds_every_rng_and_the_sampler_state(done_run):
+    t = torch.load(_ckpt(done_run, 3) / "trainer.pt", weights_only=False)
+    expected = {
+        "step",
+        "optimizer",
+        "scheduler",
+        "generator",
+        "torch_rng",
+        "python_rng",
+        "numpy_rng",
+        "stream",
+        "pass_rate",
+        "skipped_in_a_row",
+    }
+    assert expected <= set(t)
+    assert t["step"] == 3 and t["stream"]["position"] > 0
+    assert 0 < t["pass_rate"] <= 1
+
+
+def test_restore_sets_python_numpy_and_torch_rngs(tmp_path):
+    state = build_state(tiny_cfg(tmp_path / "run"))
+    state.step = 1
+    checkpoint.save(tmp_path / "run", state, keep=1)
+    draws = (random.random(), float(np.random.rand()), float(torch.rand(1)))
+    random.seed(123), np.random.seed(123), torch.manual_seed(123)
+    fresh = build_state(tiny_cfg(tmp_path / "run"))
+    assert checkpoint.load_latest(tmp_path / "run", fresh) == 1
+    assert (random.random(), float(np.random.rand()), float(torch.rand(1))) == draws
+
+
+def test_keeps_the_last_k_and_leaves_no_temporary_directory(done_run, tmp_path):
+    names = sorted(p.name for p in (done_run / "checkpoints").iterdir())
+    assert names == ["step_000001", "step_000002", "step_000003"]
+    run = tmp_path / "run"
+    train(tiny_cfg(run, **{"run.keep_checkpoints": 1, "train.steps": 2}))
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step_000002"]
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _flip_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+# name -> (damage done to the newest checkpoint, text the warning must hold)
+DAMAGE = {
+    "missing_manifest": (lambda c: (c / "manifest.json").unlink(), "no manifest.json"),
+    "unreadable_manifest": (
+        lambda c: (c / "manifest.json").write_text("{not json"),
+        "unreadable manifest.json",
+    ),
+    "truncated_weights": (lambda c: _truncate(c / "model/model.safetensors"), "truncated"),
+    "flipped_byte": (lambda c: _flip_byte(c / "trainer.pt"), "trainer.pt fails its sha256"),
+    "missing_file": (lambda c: (c / "trainer.pt").unlink(), "trainer.pt is missing"),
+}
+
+
+@pytest.mark.parametrize("damage, reason", DAMAGE.values(), ids=list(DAMAGE))
+def test_a_damaged_checkpoint_is_refused_naming_it_and_the_previous_is_used(
+    run_copy, damage, reason
+):
+    damage(_ckpt(run_copy, 3))
+    step, logged, state = _load(run_copy)
+    assert step == 2 and state.step == 2
+    assert len(logged) == 1
+    assert "step_000003" in logged[0] and reason in logged[0], logged[0]
+    assert "\n" not in logged[0]
+
+
+def test_every_checkpoint_damaged_is_an_error_not_a_fresh_start(run_copy):
+    for step in (1, 2, 3):
+        (_ckpt(run_copy, step) / "trainer.pt").unlink()
+    with pytest.raises(DapoError, match="no usable checkpoint.*step_000001.*run.overwrite=true"):
+        _load(run_copy)
+
+
+def test_a_checkpoint_of_another_config_is_refused(run_copy):
+    state = build_state(tiny_cfg(run_copy, **{"algo.eps_high": 0.3}))
+    with pytest.raises(DapoError, match="different config"):
+        checkpoint.load_latest(run_copy, state, log=lambda _: None)
+    # keys a resume may change do not change the hash
+    assert checkpoint.config_hash(tiny_cfg(run_copy, **{"train.steps": 9})) == (
+        checkpoint.config_hash(tiny_cfg(run_copy))
+    )
+
+
+def test_resume_past_a_corrupt_checkpoint_equals_the_uninterrupted_run(done_run, run_copy):
+    _flip_byte(_ckpt(run_copy, 3) / "model/model.safetensors")
+    (run_copy / "checkpoints" / ".tmp_step_000004").mkdir()  # a kill mid-write
+    train(tiny_cfg(run_copy, resume=True))
+    strip = lambda rs: [  # noqa: E731
+        {k: v for k, v in r.items() if not k.startswith(("time/", "throughput/"))} for r in rs
+    ]
+    assert strip(read_metrics(run_copy)) == strip(read_metrics(done_run))
+    assert checkpoint.problem(_ckpt(run_copy, 3)) is None  # rewritten by the resumed run
+    assert not list((run_copy / "checkpoints").glob(".tmp_*"))
+    a = torch.load(_ckpt(run_copy, 3) / "trainer.pt", weights_only=False)
+    b = torch.load(_ckpt(done_run, 3) / "trainer.pt", weights_only=False)
+    assert a["stream"] == b["stream"] and a["pass_rate"] == b["pass_rate"]
+    assert torch.equal(a["generator"], b["generator"])
+
+
+def test_resume_without_a_checkpoint_starts_over_without_duplicate_records(run_copy, done_run):
+    shutil.rmtree(run_copy / "checkpoints")
+    with (run_copy / "metrics.jsonl").open("a") as f:
+        f.write('{"step": 4, "acc/m')  # a line cut short by a kill
+    train(tiny_cfg(run_copy, resume=True))
+    records = read_metrics(run_copy)
+    assert [r["step"] for r in records] == [0, 1, 2, 3]
+    assert records[-1]["acc/mean"] == read_metrics(done_run)[-1]["acc/mean"]
