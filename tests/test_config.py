@@ -214,6 +214,8 @@ RULES = [
     ({"algo.overlong_penalty": -1.0}, "algo.overlong_penalty"),
     ({"algo.kl_coef": -0.1}, "algo.kl_coef"),
     ({"algo.kl_kind": "k4"}, "algo.kl_kind"),
+    ({"algo.tis_cap": 0.5, "train.recompute_old_logprobs": True}, "algo.tis_cap"),
+    ({"algo.tis_cap": 2.0}, "algo.tis_cap"),  # without recomputed old log-probs
     ({"rollout.group_size": 1}, "rollout.group_size"),  # dynamic sampling on
     (
         {"rollout.group_size": 1, "algo.dynamic_sampling": False},  # std scaling still on
@@ -232,6 +234,18 @@ RULES = [
     ({"rollout.top_p": 0.0}, "rollout.top_p"),
     ({"rollout.top_p": 1.01}, "rollout.top_p"),
     ({"rollout.batch_size": 0}, "rollout.batch_size"),
+    ({"rollout.engine": "sglang"}, "rollout.engine"),
+    ({"rollout.engine": "vllm"}, "rollout.engine"),  # without recomputed old log-probs
+    (
+        {
+            "rollout.engine": "vllm",
+            "model.name": "tiny-random",
+            "train.recompute_old_logprobs": True,
+        },
+        "rollout.engine",
+    ),
+    ({"rollout.vllm_memory": 0.0}, "rollout.vllm_memory"),
+    ({"rollout.vllm_memory": 1.5}, "rollout.vllm_memory"),
     ({"train.steps": -1}, "train.steps"),
     ({"train.lr": 0.0}, "train.lr"),
     ({"train.warmup_steps": -1}, "train.warmup_steps"),
@@ -241,6 +255,8 @@ RULES = [
     ({"train.micro_batch_size": 0}, "train.micro_batch_size"),
     ({"train.max_skipped_steps": -1}, "train.max_skipped_steps"),
     ({"model.dtype": "float16"}, "model.dtype"),
+    ({"model.lora_rank": -1}, "model.lora_rank"),
+    ({"model.lora_alpha": 0.0}, "model.lora_alpha"),
     ({"data.task": "chess"}, "data.task"),
     ({"data.task": "file"}, "data.task"),  # file task without data.path
     ({"data.min_value": 0}, "data.min_value"),

@@ -42,6 +42,11 @@ class ModelConfig:
         "float32",
         "compute dtype of forward passes: float32 or bfloat16 (autocast; weights stay float32)",
     )
+    lora_rank: int = _f(0, "LoRA adapter rank (PEFT); 0 trains every weight")
+    lora_alpha: float = _f(32.0, "LoRA scaling numerator: the update is scaled by alpha / rank")
+    lora_targets: str = _f(
+        "all-linear", "LoRA target modules: all-linear, or names such as q_proj,v_proj"
+    )
 
 
 @dataclass(frozen=True)
@@ -78,6 +83,8 @@ class RolloutConfig:
     temperature: float = _f(1.0, "sampling temperature (also applied to training log-probs)")
     top_p: float = _f(1.0, "nucleus sampling threshold")
     batch_size: int = _f(64, "most sequences generated in one batch")
+    engine: str = _f("hf", "sampler: hf (the training model itself) or vllm (GPU, dapo-rl[vllm])")
+    vllm_memory: float = _f(0.3, "share of GPU memory vLLM takes (its weights and KV cache)")
 
 
 @dataclass(frozen=True)
@@ -109,6 +116,10 @@ class AlgoConfig:
     )
     kl_coef: float = _f(0.0, "weight of the KL term to the reference model (0 loads no reference)")
     kl_kind: str = _f("k3", "KL estimator: k1, k2, k3")
+    tis_cap: float | None = _f(
+        None,
+        "truncated importance-sampling cap C: policy loss weighted by min(pi_old/pi_sampler, C)",
+    )
 
 
 @dataclass(frozen=True)
@@ -398,6 +409,24 @@ def validate(cfg: Config) -> None:
         (t.micro_batch_size >= 1, "train.micro_batch_size must be >= 1"),
         (t.max_skipped_steps >= 0, "train.max_skipped_steps must be >= 0"),
         (cfg.model.dtype in ("float32", "bfloat16"), "model.dtype must be float32 or bfloat16"),
+        (cfg.model.lora_rank >= 0, "model.lora_rank must be >= 0"),
+        (cfg.model.lora_alpha > 0, "model.lora_alpha must be > 0"),
+        (r.engine in ("hf", "vllm"), "rollout.engine must be hf or vllm"),
+        (0 < r.vllm_memory <= 1, "rollout.vllm_memory must be in (0, 1]"),
+        (
+            r.engine != "vllm" or cfg.model.name != "tiny-random",
+            "rollout.engine=vllm needs a saved model (tiny-random exists only in memory)",
+        ),
+        (
+            r.engine != "vllm" or t.recompute_old_logprobs,
+            "rollout.engine=vllm needs train.recompute_old_logprobs=true (the sampler's "
+            "log-probs come from other kernels and precision)",
+        ),
+        (a.tis_cap is None or a.tis_cap >= 1, "algo.tis_cap must be >= 1 (or null)"),
+        (
+            a.tis_cap is None or t.recompute_old_logprobs,
+            "algo.tis_cap needs train.recompute_old_logprobs=true (else every weight is 1)",
+        ),
         (d.task in ("arithmetic", "file"), "data.task must be arithmetic or file"),
         (d.task != "file" or bool(d.path), "data.task=file needs data.path"),
         (1 <= d.min_value <= d.max_value, "data.min_value must be >= 1 and <= data.max_value"),

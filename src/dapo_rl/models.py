@@ -9,13 +9,20 @@ Owns the model aliases:
   fast tests. Its weights depend only on the seed.
 Anything else is a Hugging Face model id or a local directory, loaded with
 ``from_pretrained``; nothing is fetched from a hub when ``HF_HUB_OFFLINE`` is set.
+
+Also owns the policy as trained: ``load_policy`` puts the model on its device and, with
+``model.lora_rank > 0``, wraps it in a PEFT LoRA adapter (PEFT is imported only then).
+A LoRA run's reference policy is the same model with the adapter disabled
+(``AdapterDisabled``), so KL to the reference loads no second model.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -138,3 +145,99 @@ def load_model(name: str, *, seed: int = 0, dtype: torch.dtype = torch.float32):
         return AutoModelForCausalLM.from_pretrained(resolve(name), dtype=dtype)
     except OSError as e:
         raise DapoError(f"cannot load model '{name}': {str(e).splitlines()[0]}") from None
+
+
+@dataclass(frozen=True)
+class AdapterDisabled:
+    """The reference policy of a LoRA run: ``model`` (a PEFT model) with its adapter off.
+
+    ``train.update.batched_logprobs`` reads it under PEFT's ``disable_adapter()``, which
+    gives exactly the base weights' log-probs.
+    """
+
+    model: Any
+
+
+def is_lora(model) -> bool:
+    return hasattr(model, "peft_config")
+
+
+def add_lora(model, *, rank: int, alpha: float, targets: str):
+    """Wrap ``model`` in a LoRA adapter; only the adapter's parameters require grad.
+
+    ``targets``: ``all-linear`` (every linear layer but the LM head) or comma-separated
+    module names such as ``q_proj,v_proj``.
+    """
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError:
+        raise DapoError("model.lora_rank > 0 needs PEFT: pip install 'dapo-rl[lora]'") from None
+    names = [t.strip() for t in targets.split(",") if t.strip()]
+    config = LoraConfig(
+        r=rank,
+        lora_alpha=alpha,
+        lora_dropout=0.0,
+        target_modules="all-linear" if names == ["all-linear"] else names,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, config)
+
+
+def load_policy(cfg, device: torch.device | str = "cpu"):
+    """The trained model and the reference policy (None when ``algo.kl_coef`` is 0)."""
+    m = cfg.model
+    model = load_model(m.name, seed=cfg.run.seed).to(device)
+    model.config.use_cache = False
+    if m.lora_rank > 0:
+        model = add_lora(model, rank=m.lora_rank, alpha=m.lora_alpha, targets=m.lora_targets)
+        return model, AdapterDisabled(model) if cfg.algo.kl_coef > 0 else None
+    if cfg.algo.kl_coef == 0:
+        return model, None
+    ref = load_model(m.name, seed=cfg.run.seed).to(device).eval().requires_grad_(False)
+    return model, ref
+
+
+def load_weights(model, weights: dict[str, torch.Tensor]) -> tuple[list[str], list[str]]:
+    """Load what ``model.save_pretrained`` wrote; returns (missing, unexpected) keys.
+
+    A LoRA model saves only its adapter, so only adapter keys can be missing; tied LM-head
+    weights are saved once and never count as missing.
+    """
+    if is_lora(model):
+        from peft import set_peft_model_state_dict
+
+        result = set_peft_model_state_dict(model, weights)
+        missing = [k for k in result.missing_keys if "lora_" in k]
+        return missing, list(result.unexpected_keys)
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    return [k for k in missing if "lm_head" not in k], list(unexpected)
+
+
+def export_weights(model) -> dict[str, torch.Tensor]:
+    """The policy's weights under the plain model's parameter names, for an inference engine.
+
+    A LoRA adapter is merged into the result (base weight + scaled B @ A) without touching
+    the model, whose base weights must stay exactly the reference policy's.
+    """
+    with torch.no_grad():
+        return _merged_state(model) if is_lora(model) else dict(model.state_dict())
+
+
+def _merged_state(model) -> dict[str, torch.Tensor]:
+    from peft.tuners.lora import LoraLayer
+
+    inner = model.get_base_model()
+    adapter = model.active_adapter
+    deltas = {
+        f"{name}.weight": module.get_delta_weight(adapter)
+        for name, module in inner.named_modules()
+        if isinstance(module, LoraLayer) and adapter in module.lora_A
+    }
+    out = {}
+    for name, tensor in inner.state_dict().items():
+        if "lora_" in name:
+            continue
+        name = name.replace(".base_layer.", ".")
+        out[name] = tensor + deltas[name].to(tensor.dtype) if name in deltas else tensor
+    return out

@@ -7,7 +7,9 @@ token under the temperature-scaled policy (before top-p truncation, the distribu
 trainer's ratio refers to), lengths, and whether each completion was truncated (no EOS
 within ``max_new_tokens``). Prompts are left-padded; positions come from the attention
 mask, so padding never shifts a sequence. The loop stops as soon as every sequence ended.
-Sampling draws from an explicit ``torch.Generator``, so a seeded run repeats exactly.
+Sampling draws from an explicit ``torch.Generator``, so a seeded run repeats exactly; on a
+GPU the noise comes from a GPU generator seeded from it once per batch. The engine runs on
+the model's device and returns its ``Rollout`` on the CPU.
 """
 
 from __future__ import annotations
@@ -35,12 +37,15 @@ class Rollout:
     def select(self, index: torch.Tensor | slice) -> Rollout:
         return Rollout(*(getattr(self, f.name)[index] for f in fields(self)))
 
+    def to(self, device) -> Rollout:
+        return Rollout(*(getattr(self, f.name).to(device) for f in fields(self)))
+
 
 def _pad_to(x: torch.Tensor, width: int, value, left: bool) -> torch.Tensor:
     extra = width - x.shape[1]
     if extra <= 0:
         return x
-    pad = torch.full((x.shape[0], extra), value, dtype=x.dtype)
+    pad = torch.full((x.shape[0], extra), value, dtype=x.dtype, device=x.device)
     return torch.cat([pad, x] if left else [x, pad], dim=1)
 
 
@@ -104,6 +109,14 @@ class HFEngine:
         self.eos_id = tokenizer.eos_token_id
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_id
 
+    @property
+    def device(self) -> torch.device:
+        param = next(self.model.parameters(), None)
+        return param.device if param is not None else torch.device("cpu")
+
+    def sync_weights(self, model) -> None:
+        """Nothing to copy: this engine samples from the training model itself."""
+
     def encode(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         enc = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
         width = max(len(e) for e in enc)
@@ -140,7 +153,7 @@ class HFEngine:
 
     def _forward(self, **kw):
         with torch.autocast(
-            "cpu", dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None
+            self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None
         ):
             return self.model(**kw, use_cache=True, logits_to_keep=1).logits[:, -1]
 
@@ -165,11 +178,12 @@ class HFEngine:
                 past_key_values=cache,
             )
             return logits, prompt_mask, positions[:, -1:]
-        head = torch.tensor([rows[0][:shared]])
+        dev = ids.device
+        head = torch.tensor([rows[0][:shared]], device=dev)
         self._forward(
             input_ids=head,
             attention_mask=torch.ones_like(head),
-            position_ids=torch.arange(shared)[None],
+            position_ids=torch.arange(shared, device=dev)[None],
             past_key_values=cache,
         )
         cache.batch_repeat_interleave(len(rows))
@@ -179,8 +193,10 @@ class HFEngine:
         tail_mask = torch.zeros((len(rows), width), dtype=torch.long)
         for i, t in enumerate(tails):
             tail_ids[i, width - len(t) :], tail_mask[i, width - len(t) :] = torch.tensor(t), 1
+        tail_ids, tail_mask = tail_ids.to(dev), tail_mask.to(dev)
         positions = (shared + tail_mask.cumsum(-1) - 1).clamp(min=shared)
-        attn = torch.cat([torch.ones(len(rows), shared, dtype=torch.long), tail_mask], 1)
+        ones = torch.ones(len(rows), shared, dtype=torch.long, device=dev)
+        attn = torch.cat([ones, tail_mask], 1)
         logits = self._forward(
             input_ids=tail_ids, attention_mask=attn, position_ids=positions, past_key_values=cache
         )
@@ -192,6 +208,11 @@ class HFEngine:
 
         was_training = self.model.training
         self.model.eval()
+        dev = self.device
+        ids, prompt_mask = ids.to(dev), prompt_mask.to(dev)
+        if generator is not None and dev.type != "cpu":
+            seed = int(torch.randint(2**62, (1,), generator=generator))
+            generator = torch.Generator(dev).manual_seed(seed)
         cache = DynamicCache()
         logits, attn, step_pos = self._prefill(ids, prompt_mask, cache)
         # Each prompt is prefilled once; its KV cache is then shared by its n completions.
@@ -199,7 +220,7 @@ class HFEngine:
         cache.batch_repeat_interleave(n)
         ids, prompt_mask = ids.repeat_interleave(n, 0), prompt_mask.repeat_interleave(n, 0)
         batch = ids.shape[0]
-        done = torch.zeros(batch, dtype=torch.bool)
+        done = torch.zeros(batch, dtype=torch.bool, device=dev)
         tokens_out, logp_out, mask_out = [], [], []
         tok = None
         for _ in range(max_new_tokens):
@@ -220,7 +241,7 @@ class HFEngine:
             done = done | (tok == self.eos_id)
             if bool(done.all()):
                 break
-            attn = torch.cat([attn, torch.ones(batch, 1, dtype=attn.dtype)], dim=1)
+            attn = torch.cat([attn, attn.new_ones(batch, 1)], dim=1)
             step_pos = step_pos + 1
         self.model.train(was_training)
         mask = torch.stack(mask_out, 1).long()
@@ -232,4 +253,4 @@ class HFEngine:
             logp=torch.stack(logp_out, 1),
             lengths=mask.sum(1),
             truncated=~done,
-        )
+        ).to("cpu")

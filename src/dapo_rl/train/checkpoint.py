@@ -35,6 +35,7 @@ from pathlib import Path
 
 import torch
 
+from dapo_rl import models
 from dapo_rl.config import Config, flatten, to_dict
 from dapo_rl.errors import DapoError
 
@@ -221,9 +222,9 @@ def _restore(path: Path, state) -> None:
     weights = {}
     for f in sorted((path / "model").glob("*.safetensors")):
         weights.update(load_file(f))
-    missing, unexpected = state.model.load_state_dict(weights, strict=False)
-    # tied embeddings are saved once; anything else missing is an error
-    missing = [k for k in missing if "lm_head" not in k]
+    # tied embeddings are saved once and a LoRA model saves only its adapter;
+    # anything else missing is an error
+    missing, unexpected = models.load_weights(state.model, weights)
     if missing or unexpected:
         raise DapoError(
             f"checkpoint {path} does not match the model: {missing[:3]} {unexpected[:3]}"

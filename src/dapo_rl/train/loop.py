@@ -32,7 +32,7 @@ from typing import Any
 import torch
 import yaml
 
-from dapo_rl import models
+from dapo_rl import dist, models
 from dapo_rl.alerts import check_alerts
 from dapo_rl.config import Config, flatten, sinks, to_dict
 from dapo_rl.data.arithmetic import Arithmetic
@@ -42,7 +42,7 @@ from dapo_rl.errors import DapoError
 from dapo_rl.eval import evaluate_sets, load_eval_files
 from dapo_rl.metrics import ConsoleSink, make_sinks, read_metrics
 from dapo_rl.rewards import get_verifier
-from dapo_rl.rollout import HFEngine
+from dapo_rl.rollout import HFEngine, make_engine
 from dapo_rl.train import checkpoint
 from dapo_rl.train.step import train_step
 from dapo_rl.train.update import UpdateSettings
@@ -99,13 +99,8 @@ def build_state(cfg: Config) -> TrainState:
     stream, eval_set, eval_files = _datasets(cfg)
     verifier = get_verifier(cfg.rewards.fn)
     tokenizer = models.load_tokenizer(cfg.model.name)
-    model = models.load_model(cfg.model.name, seed=cfg.run.seed)
-    model.config.use_cache = False
-    ref_model = None
-    if cfg.algo.kl_coef > 0:
-        ref_model = (
-            models.load_model(cfg.model.name, seed=cfg.run.seed).eval().requires_grad_(False)
-        )
+    device = dist.init_from_env()  # joins the torchrun process group, if any
+    model, ref_model = models.load_policy(cfg, device)  # LoRA: the reference is the base
     autocast = torch.bfloat16 if cfg.model.dtype == "bfloat16" else None
     t = cfg.train
     optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
@@ -129,8 +124,9 @@ def build_state(cfg: Config) -> TrainState:
         group_size=cfg.rollout.group_size,
         share_prompt=t.share_prompt,
         autocast_dtype=autocast,
+        tis_cap=a.tis_cap,
     )
-    engine = HFEngine(model, tokenizer, batch_size=cfg.rollout.batch_size, autocast_dtype=autocast)
+    engine = make_engine(cfg, model, tokenizer, autocast_dtype=autocast)
     return TrainState(
         cfg,
         model,
@@ -374,11 +370,12 @@ def _run(state: TrainState, run_dir: Path, start: int, history: list, sinks_, co
             sink.write(record)
         history.append(record)
         ckpt = None
-        if _due(step, cfg.run.checkpoint_every, cfg.train.steps):
+        if _due(step, cfg.run.checkpoint_every, cfg.train.steps) and dist.is_main():
             ckpt = checkpoint.save(run_dir, state, keep=cfg.run.keep_checkpoints)
         diverged = bool(limit) and state.skipped_in_a_row >= limit
         if diverged or stop.signum is not None:
-            ckpt = ckpt or checkpoint.save(run_dir, state, keep=cfg.run.keep_checkpoints)
+            if dist.is_main():
+                ckpt = ckpt or checkpoint.save(run_dir, state, keep=cfg.run.keep_checkpoints)
             raise _diverged(state, ckpt) if diverged else stop.stopped(f"after step {step}", ckpt)
 
 
@@ -393,22 +390,24 @@ def train(cfg: Config) -> Path:
     DapoError on bad input or after ``train.max_skipped_steps`` skipped optimizer steps.
     """
     state = build_state(cfg)
-    run_dir = _prepare_dir(cfg)
+    run_dir = _prepare_dir(cfg) if dist.is_main() else Path(cfg.run.dir)  # rank 0 writes
     metrics_path = run_dir / "metrics.jsonl"
     start = checkpoint.load_latest(run_dir, state, log=_warn) if cfg.resume else 0
-    if cfg.resume:
+    state.engine.sync_weights(state.model)  # a separate sampler starts from these weights
+    if cfg.resume and dist.is_main():
         _truncate_metrics(metrics_path, start if start else -1)  # no checkpoint: start over
-    else:
+    elif dist.is_main():
         metrics_path.unlink(missing_ok=True)
     history = read_metrics(run_dir) if metrics_path.exists() else []
     sinks_ = make_sinks(
-        sinks(cfg),
+        sinks(cfg) if dist.is_main() else [],
         run_dir,
         wandb_project=cfg.log.wandb_project,
         wandb_mode=cfg.log.wandb_mode,
         config=to_dict(cfg),
     )
-    console = ConsoleSink(cfg.train.steps, initial=start, enabled=cfg.run.progress)
+    progress = cfg.run.progress and dist.is_main()
+    console = ConsoleSink(cfg.train.steps, initial=start, enabled=progress)
     console.note("config: " + json.dumps(to_dict(cfg)))
     try:
         with _StopSignals(run_dir) as stop:

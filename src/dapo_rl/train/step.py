@@ -5,6 +5,12 @@ rewards for length (DAPO 3.4), and - with dynamic sampling (DAPO 3.2) - drop gro
 raw accuracy is all-equal and refill from the stream until ``prompts_per_step`` informative
 groups are in hand or the round cap is reached (then it trains on what it has and warns).
 ``train_step`` adds steps 6-8: group advantages, old log-probs, and the clipped update.
+
+Data parallel (``dapo_rl.dist``): every rank reads the same prompts from the stream (so its
+position is the same everywhere) and samples its own contiguous share, in whole groups. The
+refill loop counts kept groups over all ranks, so every rank stops in the same round; the
+kept groups are then pooled and dealt out again in equal contiguous shares, and the
+rollout statistics are gathered once per step.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from dapo_rl import dist
 from dapo_rl.algo import group_advantages, keep_groups, overlong_penalty, truncation_mask
 from dapo_rl.data.templates import build_prompt
 from dapo_rl.rewards import score_all
@@ -51,6 +58,23 @@ def _request(missing: int, state) -> int:
     return min(cap, math.ceil(missing / max(getattr(state, "pass_rate", 1.0), 0.1)))
 
 
+def _share(batch: Rollout | None, rewards, accs, group_size: int):
+    """This rank's contiguous share of the step's groups (all of them in a world of 1).
+
+    With fewer groups than ranks no rank trains (the same decision on every rank).
+    """
+    world = dist.world_size()
+    if batch is None or world == 1:
+        return batch, rewards, accs
+    n = len(batch) // group_size
+    if n < world:
+        warnings.warn(f"{n} informative groups for {world} ranks: no update", stacklevel=3)
+        return None, rewards[:0], accs[:0]
+    start, stop = dist.share_bounds(n, dist.rank(), world)
+    rows = slice(start * group_size, stop * group_size)
+    return batch.select(rows), rewards[rows], accs[rows]
+
+
 def collect(state) -> Collected:
     """Steps 1-5: sample, score, shape, filter and refill."""
     cfg, G = state.cfg, state.cfg.rollout.group_size
@@ -72,7 +96,8 @@ def collect(state) -> Collected:
     n_kept = 0
     while n_kept < want and st["rounds"] < (a.max_gen_rounds if a.dynamic_sampling else 1):
         st["rounds"] += 1
-        examples = state.stream.next(_request(want - n_kept, state))  # 1. prompts
+        # 1. prompts: every rank reads the same request and samples its own share of it
+        examples = dist.shard(state.stream.next(dist.round_up(_request(want - n_kept, state))))
         prompts = [build_prompt(state.tokenizer, ex.problem, cfg.data.template) for ex in examples]
         t0 = time.perf_counter()
         ro = state.engine.generate(  # 2. G completions per prompt
@@ -81,7 +106,7 @@ def collect(state) -> Collected:
             max_new_tokens=cfg.rollout.max_new_tokens,
             temperature=cfg.rollout.temperature,
             top_p=cfg.rollout.top_p,
-            generator=state.generator,
+            generator=dist.rank_generator(state.generator),
         )
         t1 = time.perf_counter()
         texts = state.tokenizer.batch_decode(
@@ -124,13 +149,14 @@ def collect(state) -> Collected:
         rows = keep.repeat_interleave(G).nonzero()[:, 0]
         if len(rows):
             kept.append((ro.select(rows), reward[rows], acc[rows]))
-            n_kept += int(keep.sum())
+        n_kept += dist.all_reduce(int(keep.sum()))  # over all ranks: they stop together
     if n_kept < want:
         warnings.warn(
             f"dynamic sampling found {n_kept}/{want} informative groups in "
             f"{st['rounds']} rounds (algo.max_gen_rounds); training on what it has",
             stacklevel=2,
         )
+    kept = dist.pool(kept)  # every rank's kept groups, in rank order
     batch = concat_rollouts([k[0] for k in kept], state.engine.pad_id) if kept else None
     rewards = torch.cat([k[1] for k in kept]) if kept else torch.zeros(0)
     accs = torch.cat([k[2] for k in kept]) if kept else torch.zeros(0)
@@ -140,7 +166,9 @@ def collect(state) -> Collected:
             rewards[: want * G],
             accs[: want * G],
         )
+    batch, rewards, accs = _share(batch, rewards, accs, G)
     st.update({k: torch.cat(v) for k, v in seen.items()})
+    st = dist.reduce_stats(st, max_keys=("rounds", "gen_time", "reward_time"))
     st["kept_groups"] = min(n_kept, want)
     if a.dynamic_sampling:  # pass-through rate seen by the next step's requests
         state.pass_rate = n_kept / max(st["groups"], 1)
@@ -210,6 +238,7 @@ def train_step(state) -> dict[str, float]:
         generator=state.generator,
     )
     t2 = time.perf_counter()
+    state.engine.sync_weights(state.model)  # a separate sampler (vLLM) follows the trainer
     metrics.update(upd)
     metrics["adv/abs_mean"] = float(adv.abs().mean())
     metrics["time/old_logprob"] = t1 - t0

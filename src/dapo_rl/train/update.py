@@ -7,16 +7,35 @@ per-sequence modes), so the accumulated gradient equals that of the whole mini-b
 once (DAPO 3.3 token-level loss: every completion token of the mini-batch weighs the same).
 Log-softmax is taken only at completion positions: the decoder's hidden states are sliced
 before the LM head, so no prompt-position logits are ever built.
+
+Data parallel (``dapo_rl.dist``): each rank holds whole groups of the rollout; the counts
+that normalise the loss are all-reduced over ranks before each mini-batch's micro-batch
+loop, and the ranks' gradients are summed before clipping, so every rank steps with the
+gradient of the global mini-batch. Every rank takes the same number of optimizer steps
+(a rank may hold no rows of a mini-batch and contribute a zero gradient). Metrics are
+reduced once, at the end. With ``tis_cap`` the policy loss of each token is reweighted by
+the truncated importance weight between the trainer's old log-probs and the sampler's
+(``batch.logp``).
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections import defaultdict
 from dataclasses import dataclass
 
 import torch
 
-from dapo_rl.algo import aggregate, clipped_surrogate, kl_estimate, token_entropy
+from dapo_rl import dist
+from dapo_rl.algo import (
+    aggregate,
+    clipped_surrogate,
+    kl_estimate,
+    sampler_mismatch,
+    token_entropy,
+    truncated_is_weight,
+)
+from dapo_rl.models import AdapterDisabled
 from dapo_rl.rollout import Rollout
 
 
@@ -38,6 +57,7 @@ class UpdateSettings:
     group_size: int = 1  # rows per group; mini- and micro-batches hold whole groups
     share_prompt: bool = True  # encode each group's prompt once (needs whole groups)
     autocast_dtype: torch.dtype | None = None
+    tis_cap: float | None = None  # truncated importance-sampling cap C (None: no reweighting)
 
     @property
     def prefix_group(self) -> int:
@@ -46,10 +66,10 @@ class UpdateSettings:
 
     def micro_batches(self, rows: torch.Tensor) -> list[torch.Tensor]:
         """Split a mini-batch's row indices (whole groups) into micro-batches."""
+        per = self.micro_batch_size
         if self.share_prompt and self.group_size > 1:
             per = max(1, self.micro_batch_size // self.group_size) * self.group_size
-            return list(rows.split(per))
-        return list(rows.split(self.micro_batch_size))
+        return [r for r in rows.split(per) if len(r)]
 
 
 def _trim(batch: Rollout) -> Rollout:
@@ -107,7 +127,9 @@ def _shared_prefix_hidden(model, b: Rollout, group_size: int) -> torch.Tensor:
         return first
     cache.batch_repeat_interleave(group_size)
     attn = torch.cat([p_mask.repeat_interleave(group_size, 0), b.mask[:, :-1]], 1)
-    c_pos = p_pos[:, -1:].repeat_interleave(group_size, 0) + torch.arange(1, tc)
+    c_pos = p_pos[:, -1:].repeat_interleave(group_size, 0) + torch.arange(
+        1, tc, device=p_pos.device
+    )
     rest = decoder(
         input_ids=b.completion_ids[:, :-1],
         attention_mask=attn,
@@ -133,9 +155,10 @@ def completion_logprobs(
     Padded completion columns beyond the batch's longest completion are returned as 0.
     """
     full_width = batch.completion_ids.shape[1]
-    b = _trim(batch)
+    device = model.get_output_embeddings().weight.device
+    b = _trim(batch).to(device)
     tc = b.completion_ids.shape[1]
-    with torch.autocast("cpu", dtype=autocast_dtype, enabled=autocast_dtype is not None):
+    with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
         if group_size > 1:
             hidden = _shared_prefix_hidden(model, b, group_size)
         else:
@@ -155,21 +178,109 @@ def completion_logprobs(
 
 @torch.no_grad()
 def batched_logprobs(model, batch: Rollout, s: UpdateSettings) -> torch.Tensor:
-    """Log-probs of a whole rollout without gradients (old policy or reference), (B, Tc)."""
+    """Log-probs of a whole rollout without gradients (old policy or reference), (B, Tc).
+
+    ``model`` may be ``models.AdapterDisabled``: a LoRA policy read with its adapter off,
+    which is the reference policy of a LoRA run. The result is on the CPU, like the rollout.
+    """
+    context = contextlib.nullcontext()
+    if isinstance(model, AdapterDisabled):
+        model, context = model.model, model.model.disable_adapter()
     was_training = model.training
     model.eval()
-    parts = [
-        completion_logprobs(
-            model,
-            batch.select(rows),
-            temperature=s.temperature,
-            autocast_dtype=s.autocast_dtype,
-            group_size=s.prefix_group,
-        )[0]
-        for rows in s.micro_batches(torch.arange(len(batch)))
-    ]
+    with context:
+        parts = [
+            completion_logprobs(
+                model,
+                batch.select(rows),
+                temperature=s.temperature,
+                autocast_dtype=s.autocast_dtype,
+                group_size=s.prefix_group,
+            )[0].cpu()
+            for rows in s.micro_batches(torch.arange(len(batch)))
+        ]
     model.train(was_training)
     return torch.cat(parts)
+
+
+# Per-step sums, reduced over ranks once at the end of the update.
+_SUMMED = (
+    "loss",
+    "entropy",
+    "tokens",
+    "loss_tokens",
+    "clip_high",
+    "clip_low",
+    "dual",
+    "clip_high_old_p",
+    "kl",
+    "mismatch_kl",
+    "mismatch_out",
+)
+
+
+def _minibatches(n_groups: int, s: UpdateSettings, generator) -> list[torch.Tensor]:
+    """Row indices of each optimizer mini-batch: whole groups, shuffled.
+
+    ``s.mini_batches`` steps, fewer when no rank holds that many groups. Every rank takes
+    the same number of steps; the run's k-th mini-batch is every rank's k-th part.
+    """
+    g = s.group_size
+    groups = torch.randperm(n_groups, generator=generator)
+    k = min(s.mini_batches, dist.all_reduce(n_groups, "max"))
+    parts = groups.tensor_split(k) if k else ()
+    return [(c[:, None] * g + torch.arange(g)).flatten() for c in parts]
+
+
+def _micro_step(model, sub: Rollout, micro, *, adv, old_logp, loss_mask, ref_logp, counts, s, sums):
+    """Forward and backward of one micro-batch; adds its statistics to ``sums``."""
+    logp, ent = completion_logprobs(
+        model,
+        sub,
+        temperature=s.temperature,
+        entropy=True,
+        autocast_dtype=s.autocast_dtype,
+        group_size=s.prefix_group,
+    )
+    dev = logp.device
+    old, sampler = old_logp[micro].to(dev), sub.logp.to(dev)  # (b, Tc)
+    loss_tok, info = clipped_surrogate(
+        logp,
+        old,
+        adv[micro].to(dev),
+        eps_low=s.eps_low,
+        eps_high=s.eps_high,
+        dual_clip=s.dual_clip,
+    )
+    mm = loss_mask[micro].to(dev).bool()
+    mismatch = sampler_mismatch(old, sampler, cap=s.tis_cap)
+    sums["mismatch_kl"] += float(mismatch["kl"][mm].sum())
+    if s.tis_cap is not None:
+        # truncated importance sampling: the tokens were drawn by the sampler, not by pi_old
+        loss_tok = loss_tok * truncated_is_weight(old, sampler, cap=s.tis_cap)
+        sums["mismatch_out"] += float(mismatch["out_of_range"][mm].sum())
+    if s.kl_coef > 0:
+        kl = kl_estimate(logp, ref_logp[micro].to(dev), s.kl_kind)
+        sums["kl"] += float(kl.detach()[mm].sum())
+        loss_tok = loss_tok + s.kl_coef * kl
+    loss = aggregate(
+        loss_tok,
+        mm,
+        s.loss_agg,
+        num_tokens=counts[0],
+        norm_len=s.norm_len,
+        num_seqs=counts[1],
+    )
+    loss.backward()
+    real = sub.mask.to(dev).bool()
+    sums["loss"] += float(loss.detach())
+    sums["entropy"] += float(ent[real].sum())
+    sums["tokens"] += float(real.sum())
+    sums["loss_tokens"] += float(mm.sum())
+    sums["clip_high"] += float(info["clipped_high"][mm].sum())
+    sums["clip_low"] += float(info["clipped_low"][mm].sum())
+    sums["dual"] += float(info["dual_clipped"][mm].sum())
+    sums["clip_high_old_p"] += float(old[info["clipped_high"] & mm].exp().sum())
 
 
 def policy_update(
@@ -185,81 +296,63 @@ def policy_update(
     s: UpdateSettings,
     generator: torch.Generator,
 ) -> dict[str, float]:
-    """K = ``s.mini_batches`` optimizer steps over a shuffled rollout; returns step metrics."""
+    """K = ``s.mini_batches`` optimizer steps over a shuffled rollout; returns step metrics.
+
+    In a data-parallel run ``batch`` is this rank's share of whole groups; the loss is
+    normalised by the global counts and the metrics are the global batch's, on every rank.
+    """
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
-    g = s.group_size
-    groups = torch.randperm(len(batch) // g, generator=generator)
     sums: dict[str, float] = defaultdict(float)
-    # mini-batches of whole groups; fewer than K when there are fewer groups than K
-    minis = [(c[:, None] * g + torch.arange(g)).flatten() for c in groups.chunk(s.mini_batches)]
+    minis = _minibatches(len(batch) // s.group_size, s, generator)
+    grad_norm_sum, skipped = 0.0, 0
     for mini in minis:
         m = loss_mask[mini]
-        num_tokens = m.sum()
-        num_seqs = (m.sum(1) > 0).sum() if s.loss_agg == "seq_mean_token_mean" else len(mini)
+        seqs = (m.sum(1) > 0).sum() if s.loss_agg == "seq_mean_token_mean" else len(mini)
+        # DAPO 3.3 token-level loss: the denominators count the whole optimizer
+        # mini-batch, over every micro-batch and every rank
+        counts = dist.all_reduce(torch.tensor([float(m.sum()), float(seqs)], dtype=torch.float64))
         optimizer.zero_grad(set_to_none=True)
         for micro in s.micro_batches(mini):
-            sub = batch.select(micro)
-            logp, ent = completion_logprobs(
+            _micro_step(
                 model,
-                sub,
-                temperature=s.temperature,
-                entropy=True,
-                autocast_dtype=s.autocast_dtype,
-                group_size=s.prefix_group,
+                batch.select(micro),
+                micro,
+                adv=adv,
+                old_logp=old_logp,
+                loss_mask=loss_mask,
+                ref_logp=ref_logp,
+                counts=counts,
+                s=s,
+                sums=sums,
             )
-            loss_tok, info = clipped_surrogate(
-                logp,
-                old_logp[micro],
-                adv[micro],
-                eps_low=s.eps_low,
-                eps_high=s.eps_high,
-                dual_clip=s.dual_clip,
-            )
-            mm = loss_mask[micro].bool()
-            if s.kl_coef > 0:
-                kl = kl_estimate(logp, ref_logp[micro], s.kl_kind)
-                sums["kl"] += float(kl.detach()[mm].sum())
-                loss_tok = loss_tok + s.kl_coef * kl
-            loss = aggregate(
-                loss_tok,
-                mm,
-                s.loss_agg,
-                num_tokens=num_tokens,
-                norm_len=s.norm_len,
-                num_seqs=num_seqs,
-            )
-            loss.backward()
-            sums["loss"] += float(loss.detach())
-            real = sub.mask.bool()
-            sums["entropy"] += float(ent[real].sum())
-            sums["tokens"] += float(real.sum())
-            sums["loss_tokens"] += float(mm.sum())
-            sums["clip_high"] += float(info["clipped_high"][mm].sum())
-            sums["clip_low"] += float(info["clipped_low"][mm].sum())
-            sums["dual"] += float(info["dual_clipped"][mm].sum())
-            sums["clip_high_old_p"] += float(old_logp[micro][info["clipped_high"] & mm].exp().sum())
+        dist.sum_gradients(params)  # partial gradients of one global loss: their sum
         grad_norm = torch.nn.utils.clip_grad_norm_(params, s.max_grad_norm)
-        sums["grad_norm"] += float(grad_norm)
+        grad_norm_sum += float(grad_norm)
         if torch.isfinite(grad_norm):
             optimizer.step()
             scheduler.step()
         else:
-            sums["skipped"] += 1
+            skipped += 1
         optimizer.zero_grad(set_to_none=True)
-    k, lt = len(minis), max(sums["loss_tokens"], 1.0)
+    total = dist.all_reduce(torch.tensor([sums[k] for k in _SUMMED], dtype=torch.float64))
+    t = dict(zip(_SUMMED, total.tolist(), strict=True))
+    k, lt = max(len(minis), 1), max(t["loss_tokens"], 1.0)
     out = {
-        "loss/policy": sums["loss"] / k,
-        "entropy/mean": sums["entropy"] / max(sums["tokens"], 1.0),
-        "clip/high_frac": sums["clip_high"] / lt,
-        "clip/low_frac": sums["clip_low"] / lt,
-        "clip/dual_frac": sums["dual"] / lt,
-        "clip/high_old_prob": sums["clip_high_old_p"] / max(sums["clip_high"], 1.0),
-        "grad/norm": sums["grad_norm"] / k,
-        "grad/skipped_steps": sums["skipped"],
+        "loss/policy": t["loss"] / k,
+        "entropy/mean": t["entropy"] / max(t["tokens"], 1.0),
+        "clip/high_frac": t["clip_high"] / lt,
+        "clip/low_frac": t["clip_low"] / lt,
+        "clip/dual_frac": t["dual"] / lt,
+        "clip/high_old_prob": t["clip_high_old_p"] / max(t["clip_high"], 1.0),
+        "grad/norm": grad_norm_sum / k,
+        "grad/skipped_steps": skipped,
         "lr": scheduler.get_last_lr()[0],
-        "throughput/train_tokens": sums["tokens"],
+        "mismatch/kl": t["mismatch_kl"] / lt,
+        "throughput/train_tokens": t["tokens"],
     }
+    if s.tis_cap is not None:
+        out["mismatch/out_of_range_frac"] = t["mismatch_out"] / lt
     if s.kl_coef > 0:
-        out["kl/mean"] = sums["kl"] / lt
+        out["kl/mean"] = t["kl"] / lt
     return out

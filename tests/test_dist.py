@@ -1,0 +1,332 @@
+"""Data parallelism: the helpers in a world of 1, and a 2-process gloo run on the CPU.
+
+The two-process tests run this file under ``torchrun --standalone --nproc_per_node 2`` once
+per module (``_worker``). Each rank takes its share of a fixed rollout (whole groups,
+uneven token and sequence counts), makes one SGD step per loss-aggregation mode, runs
+``collect`` with a scripted engine, and saves what it got; the test process compares the
+step with one process on the whole batch. SGD with lr 1 moves each weight by exactly minus
+its gradient, so any normalisation error shows in the weights.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from dapo_rl import dist
+from dapo_rl.rollout import Rollout
+from dapo_rl.train.update import UpdateSettings, batched_logprobs, policy_update
+
+G = 4
+MODES = ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm")
+# completion lengths by group: the first (rank 0's share of 3 groups) is long, the others
+# short, so the ranks hold 45 and 26 tokens in 4 and 8 sequences
+LENGTHS = ((12, 11, 12, 10), (3, 2, 4, 5), (2, 6, 3, 1))
+PROMPT_LENGTHS = (5, 7, 6)
+EMPTY_ROW = 9  # its loss mask is all zero: per-sequence modes must not count it
+
+
+# ---------------------------------------------------------------- helpers in a world of 1
+
+
+def test_a_world_of_one_needs_no_process_group():
+    assert not dist.initialized()
+    assert (dist.rank(), dist.world_size(), dist.is_main()) == (0, 1, True)
+    assert dist.all_reduce(3) == 3 and isinstance(dist.all_reduce(3), int)
+    t = torch.tensor([1.0, 2.0])
+    assert dist.all_reduce(t, "mean") is t
+    assert dist.all_gather_object({"a": 1}) == [{"a": 1}]
+    assert dist.pool([1, 2]) == [1, 2]
+    assert dist.shard([1, 2, 3]) == [1, 2, 3]
+    assert dist.round_up(5) == 5
+    g = torch.Generator()
+    assert dist.rank_generator(g) is g
+    with pytest.raises(ValueError):
+        dist.all_reduce(1.0, "prod")
+
+
+def test_init_from_env_without_torchrun_stays_single(monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    device = dist.init_from_env()
+    assert device.type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert not dist.initialized()
+
+
+def test_shares_are_contiguous_cover_everything_and_differ_by_at_most_one():
+    for n, world in [(3, 2), (8, 3), (2, 4), (0, 2)]:
+        bounds = [dist.share_bounds(n, r, world) for r in range(world)]
+        assert bounds[0][0] == 0 and bounds[-1][1] == n
+        assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:], strict=False))
+        sizes = [stop - start for start, stop in bounds]
+        assert max(sizes) - min(sizes) <= 1
+    assert dist.share_bounds(3, 0, 2) == (0, 1) and dist.share_bounds(3, 1, 2) == (1, 3)
+
+
+def test_merge_stats_concatenates_tensors_sums_counts_and_maxes_times():
+    parts = [
+        {"acc": torch.tensor([1.0]), "groups": 2, "gen_time": 1.5, "timeout": 1},
+        {"acc": torch.tensor([0.0, 1.0]), "groups": 3, "gen_time": 2.0, "error": 1},
+    ]
+    out = dist.merge_stats(parts, max_keys=("gen_time",))
+    assert out["acc"].tolist() == [1.0, 0.0, 1.0]
+    assert out["groups"] == 5 and out["gen_time"] == 2.0
+    assert out["timeout"] == 1 and out["error"] == 1  # a key one rank lacks counts as absent
+
+
+def test_sum_gradients_is_a_no_op_in_a_world_of_one():
+    p = torch.nn.Parameter(torch.ones(3))
+    p.grad = torch.full((3,), 2.0)
+    dist.sum_gradients([p])
+    assert p.grad.tolist() == [2.0, 2.0, 2.0]
+
+
+# ---------------------------------------------------------------- the fixed rollout
+
+
+def _rollout() -> Rollout:
+    """Three groups of G, each with one prompt; completions right-padded, no EOS needed."""
+    g = torch.Generator().manual_seed(5)
+    tp, tc = max(PROMPT_LENGTHS), max(max(x) for x in LENGTHS)
+    rows = len(LENGTHS) * G
+    prompt_ids, prompt_mask = torch.zeros(rows, tp, dtype=torch.long), torch.zeros(rows, tp)
+    ids, mask = torch.zeros(rows, tc, dtype=torch.long), torch.zeros(rows, tc)
+    for k, (plen, lens) in enumerate(zip(PROMPT_LENGTHS, LENGTHS, strict=True)):
+        prompt = torch.randint(10, 1000, (plen,), generator=g)
+        for j, n in enumerate(lens):
+            i = k * G + j
+            prompt_ids[i, tp - plen :], prompt_mask[i, tp - plen :] = prompt, 1
+            ids[i, :n], mask[i, :n] = torch.randint(10, 1000, (n,), generator=g), 1
+    lengths = mask.sum(1).long()
+    return Rollout(
+        prompt_ids,
+        prompt_mask.long(),
+        ids,
+        mask.long(),
+        torch.zeros(rows, tc),
+        lengths,
+        lengths == tc,
+    )
+
+
+def _settings(mode: str) -> UpdateSettings:
+    return UpdateSettings(
+        eps_low=0.2,
+        eps_high=0.28,
+        dual_clip=None,
+        loss_agg=mode,
+        norm_len=12,
+        kl_coef=0.0,
+        kl_kind="k3",
+        temperature=1.0,
+        mini_batches=1,
+        micro_batch_size=G,  # several micro-batches per rank as well
+        max_grad_norm=1e9,  # no clipping: the step is exactly -grad
+        group_size=G,
+    )
+
+
+def _model():
+    from dapo_rl.models import load_model
+
+    return load_model("tiny-random", seed=0)
+
+
+def _inputs() -> dict:
+    """Rollout, perturbed old log-probs (so both clip sides bind), advantages, loss mask."""
+    ro = _rollout()
+    old = batched_logprobs(_model(), ro, _settings("token_mean"))
+    noise = torch.randn(old.shape, generator=torch.Generator().manual_seed(0))
+    old = old + 0.3 * noise * ro.mask
+    ro.logp = old.clone()  # the sampler's log-probs: the same policy
+    loss_mask = ro.mask.clone()
+    loss_mask[EMPTY_ROW] = 0
+    adv = torch.randn(len(ro), generator=torch.Generator().manual_seed(1))
+    return {"rollout": ro, "old": old, "adv": adv, "loss_mask": loss_mask}
+
+
+def _sgd_step(model, data: dict, rows, mode: str):
+    """One SGD step (lr 1) of ``policy_update`` on ``rows`` of the fixed rollout."""
+    model = copy.deepcopy(model)
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+    metrics = policy_update(
+        model,
+        opt,
+        sched,
+        data["rollout"].select(rows),
+        adv=data["adv"][rows],
+        old_logp=data["old"][rows],
+        loss_mask=data["loss_mask"][rows],
+        ref_logp=None,
+        s=_settings(mode),
+        generator=torch.Generator().manual_seed(0),
+    )
+    return torch.cat([p.detach().flatten() for p in model.parameters()]), metrics
+
+
+def _rank_rows(rank: int, world: int) -> slice:
+    start, stop = dist.share_bounds(len(LENGTHS), rank, world)
+    return slice(start * G, stop * G)
+
+
+# ---------------------------------------------------------------- collect with a script
+
+
+class _ScriptedEngine:
+    """'easy' all right, 'hard' all wrong, 'mixed' right on even rows; token 1 = right."""
+
+    pad_id = 0
+
+    def generate(self, prompts, *, n, max_new_tokens, **_):
+        right = ["easy" in p or ("mixed" in p and j % 2 == 0) for p in prompts for j in range(n)]
+        ids = torch.tensor([[1 if r else 2, 3] for r in right])
+        ones = torch.ones(len(right), 1, dtype=torch.long)
+        return Rollout(
+            ones,
+            ones,
+            ids,
+            torch.ones_like(ids),
+            torch.zeros(ids.shape),
+            torch.full((len(right),), 2),
+            torch.zeros(len(right), dtype=torch.bool),
+        )
+
+
+def _collect_state():
+    from dapo_rl.config import build
+    from dapo_rl.data.files import Example
+    from dapo_rl.data.stream import PromptStream
+    from dapo_rl.rewards import Verdict
+
+    problems = ["mixed 0", "easy", "hard", "hard", "mixed 1", "easy", "mixed 2", "mixed 3"]
+    tok = SimpleNamespace(
+        chat_template=None,
+        batch_decode=lambda seqs, **_: ["right" if int(s[0]) == 1 else "wrong" for s in seqs],
+    )
+    cfg = build(
+        overrides={
+            "rollout.group_size": 2,
+            "rollout.prompts_per_step": 3,
+            "rollout.max_new_tokens": 8,
+            "algo.overlong_buffer": 4,
+            "algo.oversample": False,
+        }
+    )
+    stream = PromptStream([Example(p, "x", str(i)) for i, p in enumerate(problems)], seed=0)
+    stream._at = lambda i: Example(problems[i % len(problems)], "x", str(i))  # fixed order
+    return SimpleNamespace(
+        cfg=cfg,
+        stream=stream,
+        tokenizer=tok,
+        engine=_ScriptedEngine(),
+        verifier=lambda text, ref: Verdict(1.0 if text == "right" else -1.0, text == "right"),
+        generator=torch.Generator().manual_seed(0),
+    )
+
+
+# ---------------------------------------------------------------- the two-process run
+
+
+def _worker(inp: str, out_dir: str) -> None:
+    from dapo_rl.train.step import collect
+
+    torch.set_num_threads(1)
+    dist.init_from_env()
+    rank, world = dist.rank(), dist.world_size()
+    data = torch.load(inp, weights_only=False)
+    base = _model()
+    rows = _rank_rows(rank, world)
+    result = {"modes": {}}
+    for mode in MODES:
+        params, metrics = _sgd_step(base, data, rows, mode)
+        result["modes"][mode] = {"params": params, "metrics": metrics}
+    state = _collect_state()
+    col = collect(state)
+    result["collect"] = {
+        "rows": len(col.batch),
+        "acc": col.acc,
+        "position": state.stream.position,
+        "stats": {k: v for k, v in col.stats.items() if "time" not in k},
+    }
+    torch.save(result, Path(out_dir) / f"rank{rank}.pt")
+    torch.distributed.destroy_process_group()
+
+
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("dist")
+    data = _inputs()
+    torch.save(data, tmp / "inputs.pt")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    proc = subprocess.run(
+        [*cmd, __file__, str(tmp / "inputs.pt"), str(tmp)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    ranks = [torch.load(tmp / f"rank{r}.pt", weights_only=False) for r in range(2)]
+    return data, ranks
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_two_ranks_take_the_same_step_as_one_process_on_the_global_batch(two_ranks, mode):
+    data, ranks = two_ranks
+    base = _model()
+    whole, metrics = _sgd_step(base, data, slice(None), mode)
+    moved = float(
+        (whole - torch.cat([p.detach().flatten() for p in base.parameters()])).abs().max()
+    )
+    assert moved > 1e-3
+    for r in ranks:
+        got = r["modes"][mode]
+        assert torch.allclose(got["params"], whole, atol=1e-6, rtol=1e-5)
+        for key in ("loss/policy", "clip/high_frac", "clip/low_frac", "entropy/mean"):
+            assert got["metrics"][key] == pytest.approx(metrics[key], rel=1e-5, abs=1e-7)
+        assert got["metrics"]["throughput/train_tokens"] == metrics["throughput/train_tokens"]
+    assert metrics["clip/high_frac"] > 0 or metrics["clip/low_frac"] > 0
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_negative_control_per_rank_normalisation_gives_a_different_step(two_ranks, mode):
+    # what DDP gives with each rank normalising by its own counts: the mean of the ranks'
+    # per-shard steps. The shards hold 45 vs 26 tokens and 4 vs 8 sequences (7 with tokens).
+    data, _ = two_ranks
+    base = _model()
+    start = torch.cat([p.detach().flatten() for p in base.parameters()])
+    whole, _ = _sgd_step(base, data, slice(None), mode)
+    deltas = [_sgd_step(base, data, _rank_rows(r, 2), mode)[0] - start for r in range(2)]
+    naive = start + (deltas[0] + deltas[1]) / 2
+    assert float((naive - whole).abs().max()) > 100 * 1e-6
+
+
+def test_two_ranks_collect_consistently_and_split_the_kept_groups(two_ranks):
+    _, ranks = two_ranks
+    a, b = (r["collect"] for r in ranks)
+    want, group = 3, 2
+    # the refill loop stops when the kept groups of both ranks reach prompts_per_step;
+    # the kept groups are dealt out as 1 + 2 whole groups
+    assert a["rows"] + b["rows"] == want * group
+    assert sorted([a["rows"], b["rows"]]) == [group, 2 * group]
+    for r in (a, b):
+        assert (r["acc"].view(-1, group).sum(1) == 1).all()  # informative groups only
+    assert a["position"] == b["position"]  # the stream is read in step on every rank
+    assert a["stats"].keys() == b["stats"].keys()
+    for key, value in a["stats"].items():
+        other = b["stats"][key]
+        same = torch.equal(value, other) if torch.is_tensor(value) else value == other
+        assert same, key
+    assert a["stats"]["kept_groups"] == want
+
+
+if __name__ == "__main__":  # a rank of the two-process run (see the ``two_ranks`` fixture)
+    _worker(sys.argv[1], sys.argv[2])
