@@ -276,6 +276,9 @@ RULES = [
     ({"run.checkpoint_every": -1}, "run.checkpoint_every"),
     ({"run.keep_checkpoints": 0}, "run.keep_checkpoints"),
     ({"run.threads": -1}, "run.threads"),
+    ({"log.sinks": "jsonl,csv"}, "log.sinks"),
+    ({"log.wandb_mode": "cloud"}, "log.wandb_mode"),
+    ({"alerts.baseline_steps": 0}, "alerts.baseline_steps"),
 ]
 
 

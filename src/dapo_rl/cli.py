@@ -4,6 +4,7 @@
     dapo eval --model M --data FILE [--k 8] [--temperature 1.0] [--top-p 0.7] [--template NAME]
               [--limit N] [--verifier NAME] [--max-new-tokens N] [--out FILE]
     dapo report RUN_DIR [RUN_DIR ...] [--out report.html] [--labels a,b]
+    dapo ablate [--out DIR] [KEY=VALUE ...]
 
 Every DapoError becomes one line on stderr and exit status 2. A training run stopped by
 SIGINT or SIGTERM prints one line on how to resume and exits with 130 or 143.
@@ -44,6 +45,21 @@ def _train(args: argparse.Namespace) -> None:
 
     run_dir = train(cfg)
     print(f"run written to {run_dir}")
+
+
+def _ablate(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from dapo_rl import config
+    from dapo_rl.ablate import rows, run_ablation
+
+    overrides = dict(config.parse_override(o) for o in args.overrides)
+    for _, row in rows():  # check every row's config before any run starts
+        config.build(overrides={**row, **overrides, "run.dir": args.out})
+    _quiet_libraries()
+    results = run_ablation(Path(args.out), overrides)
+    print((Path(args.out) / "ablation.md").read_text(), end="")
+    print(f"{len(results)} rows; report in {Path(args.out) / 'report.html'}")
 
 
 def _report(args: argparse.Namespace) -> None:
@@ -135,6 +151,13 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=int, default=0, help="seed of the --k sampling")
     e.add_argument("--out", help="write the settings and metrics as JSON here")
     e.set_defaults(func=_eval)
+    a = sub.add_parser(
+        "ablate",
+        help="the cumulative DAPO ablation (naive GRPO -> ... -> DAPO), same seed and budget",
+    )
+    a.add_argument("--out", default="runs/ablation", help="folder for the row runs and the tables")
+    a.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="budget etc. for every row")
+    a.set_defaults(func=_ablate)
     r = sub.add_parser("report", help="HTML report comparing runs")
     r.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     r.add_argument("--out", default="report.html", help="HTML file to write")

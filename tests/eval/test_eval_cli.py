@@ -25,7 +25,7 @@ SETTINGS = {
     "seed",
 }
 GREEDY = {"acc", "len_mean", "truncated_frac", "timeouts", "n"}
-SAMPLED = {"avg@2", "pass@2", "maj@2", "len_mean@2", "truncated_frac@2"}
+SAMPLED = {"avg@2", "pass@2", "maj@2", "len_mean@2", "truncated_frac@2", "zero_var@2"}
 
 
 def test_eval_writes_every_metric(tmp_path, capsys):

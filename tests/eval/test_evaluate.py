@@ -56,6 +56,7 @@ def test_k_sample_metrics():
     assert res["maj@4"] == pytest.approx(1 / 3)  # only p1's majority (4) is right
     assert res["len_mean@4"] == pytest.approx((3 * 4 + 8 + 4 * 2 + 4 * 6) / 12)  # 52 / 12
     assert res["truncated_frac@4"] == pytest.approx(2 / 12)
+    assert res["zero_var@4"] == pytest.approx(1 / 3)  # correct counts 2, 2, 0: p3 all wrong
     assert res["acc"] == pytest.approx(2 / 3)  # greedy still reported
     sampled = engine.calls[1]
     assert (sampled["n"], sampled["temperature"], sampled["top_p"]) == (4, 0.9, 0.7)

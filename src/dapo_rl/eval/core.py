@@ -89,6 +89,8 @@ def _sampled(acc: torch.Tensor, ro, texts: list[str], verifier: str, k: int) -> 
         f"maj@{k}": maj_at_k(by_problem, acc),
         f"len_mean@{k}": float(ro.lengths.float().mean()),
         f"truncated_frac@{k}": float(ro.truncated.float().mean()),
+        # problems whose k samples are all right or all wrong: zero-variance GRPO groups
+        f"zero_var@{k}": sum(c in (0, k) for c in correct) / len(correct),
     }
 
 
