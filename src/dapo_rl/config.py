@@ -124,8 +124,8 @@ class AlgoConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    steps: int = _f(30, "training steps")
-    lr: float = _f(2e-5, "AdamW learning rate after warm-up")
+    steps: int = _f(40, "training steps")
+    lr: float = _f(1e-5, "AdamW learning rate after warm-up")
     warmup_steps: int = _f(2, "linear warm-up steps (optimizer steps), then constant")
     weight_decay: float = _f(0.0, "AdamW weight decay")
     max_grad_norm: float = _f(1.0, "gradient-norm clip")
