@@ -89,9 +89,9 @@ def test_precedence_defaults_preset_file_overrides():
     )
     assert cfg.algo.eps_high == 0.3  # override beats file beats preset (0.2)
     assert cfg.algo.kl_coef == 0.1  # file beats preset (0.04)
-    assert cfg.train.steps == 7  # file beats default (30)
+    assert cfg.train.steps == 7  # file beats default (40)
     assert cfg.algo.loss_agg == "seq_mean_token_mean"  # preset beats default
-    assert cfg.train.lr == 2e-5  # default where nobody sets it
+    assert cfg.train.lr == 1e-5  # default where nobody sets it
 
 
 def test_preset_named_in_file_and_overridden_on_the_command_line():
