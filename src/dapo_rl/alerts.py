@@ -125,8 +125,8 @@ def _zero_variance(history: list[dict], record: dict, t: AlertThresholds) -> str
         data = "use harder prompts" if right >= wrong else "use easier prompts"
     return (
         f"zero-variance groups are {zv:.0%} of sampled groups (> {t.zero_var_frac_max:.0%}"
-        f"{split}): equal rewards give zero advantage and no gradient; enable "
-        f"algo.dynamic_sampling (and raise algo.max_gen_rounds) or {data} (data.*)"
+        f"{split}): equal rewards give zero advantage and no gradient; algo.dynamic_sampling "
+        f"replaces them at a generation cost (capped by algo.max_gen_rounds), or {data} (data.*)"
     )
 
 
