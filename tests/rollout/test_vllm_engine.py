@@ -211,15 +211,9 @@ def test_vllm_and_tis_settings_are_validated():
 
 
 def _update(model, rollout, *, tis_cap):
-    s = UpdateSettings(
-        eps_low=0.2,
-        eps_high=0.28,
-        dual_clip=None,
-        loss_agg="token_mean",
+    s = UpdateSettings.from_config(
+        build(),
         norm_len=8,
-        kl_coef=0.0,
-        kl_kind="k3",
-        temperature=1.0,
         mini_batches=1,
         micro_batch_size=8,
         max_grad_norm=1e9,

@@ -36,21 +36,8 @@ def rollout(lora_model, tokenizer):
 
 
 def _settings(**kw) -> UpdateSettings:
-    base = dict(
-        eps_low=0.2,
-        eps_high=0.28,
-        dual_clip=None,
-        loss_agg="token_mean",
-        norm_len=8,
-        kl_coef=0.1,
-        kl_kind="k3",
-        temperature=1.0,
-        mini_batches=2,
-        micro_batch_size=G,
-        max_grad_norm=1.0,
-        group_size=G,
-    )
-    return UpdateSettings(**{**base, **kw})
+    base = dict(norm_len=8, kl_coef=0.1, mini_batches=2, micro_batch_size=G, group_size=G)
+    return UpdateSettings.from_config(build(), **{**base, **kw})
 
 
 def _train(model, rollout, steps: int = 2):

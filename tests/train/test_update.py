@@ -7,6 +7,7 @@ import copy
 import pytest
 import torch
 
+from dapo_rl.config import build
 from dapo_rl.rollout import HFEngine
 from dapo_rl.train.update import (
     UpdateSettings,
@@ -28,22 +29,9 @@ def rollout(tiny_model, tokenizer):
 
 
 def _settings(**kw):
-    base = dict(
-        eps_low=0.2,
-        eps_high=0.28,
-        dual_clip=None,
-        loss_agg="token_mean",
-        norm_len=10,
-        kl_coef=0.0,
-        kl_kind="k3",
-        temperature=1.0,
-        mini_batches=1,
-        micro_batch_size=12,
-        max_grad_norm=1e9,
-        group_size=G,
-        share_prompt=True,
-    )
-    return UpdateSettings(**{**base, **kw})
+    # the dapo defaults (clip 0.2 / 0.28, token mean, no KL), one optimizer step, no grad clip
+    base = dict(norm_len=10, mini_batches=1, micro_batch_size=12, max_grad_norm=1e9, group_size=G)
+    return UpdateSettings.from_config(build(), **{**base, **kw})
 
 
 def test_shared_prompt_gives_the_same_logprobs_and_gradients(tiny_model, rollout):

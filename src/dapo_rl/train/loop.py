@@ -101,32 +101,14 @@ def build_state(cfg: Config) -> TrainState:
     tokenizer = models.load_tokenizer(cfg.model.name)
     device = dist.init_from_env()  # joins the torchrun process group, if any
     model, ref_model = models.load_policy(cfg, device)  # LoRA: the reference is the base
-    autocast = torch.bfloat16 if cfg.model.dtype == "bfloat16" else None
     t = cfg.train
     optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
     warm = t.warmup_steps
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min(1.0, (s + 1) / (warm + 1))
     )
-    a = cfg.algo
-    settings = UpdateSettings(
-        eps_low=a.eps_low,
-        eps_high=a.eps_high,
-        dual_clip=a.dual_clip,
-        loss_agg=a.loss_agg,
-        norm_len=a.norm_len or cfg.rollout.max_new_tokens,
-        kl_coef=a.kl_coef,
-        kl_kind=a.kl_kind,
-        temperature=cfg.rollout.temperature,
-        mini_batches=t.mini_batches_per_step,
-        micro_batch_size=t.micro_batch_size,
-        max_grad_norm=t.max_grad_norm,
-        group_size=cfg.rollout.group_size,
-        share_prompt=t.share_prompt,
-        autocast_dtype=autocast,
-        tis_cap=a.tis_cap,
-    )
-    engine = make_engine(cfg, model, tokenizer, autocast_dtype=autocast)
+    settings = UpdateSettings.from_config(cfg)
+    engine = make_engine(cfg, model, tokenizer, autocast_dtype=settings.autocast_dtype)
     return TrainState(
         cfg,
         model,

@@ -59,6 +59,29 @@ class UpdateSettings:
     autocast_dtype: torch.dtype | None = None
     tis_cap: float | None = None  # truncated importance-sampling cap C (None: no reweighting)
 
+    @classmethod
+    def from_config(cls, cfg, **overrides) -> UpdateSettings:
+        """The settings a run's ``Config`` implies (``overrides`` replace single fields)."""
+        a, t, r = cfg.algo, cfg.train, cfg.rollout
+        values = dict(
+            eps_low=a.eps_low,
+            eps_high=a.eps_high,
+            dual_clip=a.dual_clip,
+            loss_agg=a.loss_agg,
+            norm_len=a.norm_len or r.max_new_tokens,
+            kl_coef=a.kl_coef,
+            kl_kind=a.kl_kind,
+            temperature=r.temperature,
+            mini_batches=t.mini_batches_per_step,
+            micro_batch_size=t.micro_batch_size,
+            max_grad_norm=t.max_grad_norm,
+            group_size=r.group_size,
+            share_prompt=t.share_prompt,
+            autocast_dtype=torch.bfloat16 if cfg.model.dtype == "bfloat16" else None,
+            tis_cap=a.tis_cap,
+        )
+        return cls(**{**values, **overrides})
+
     @property
     def prefix_group(self) -> int:
         """Group size handed to ``completion_logprobs`` (1 = no prompt sharing)."""
