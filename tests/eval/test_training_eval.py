@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from tiny_run import tiny_cfg as shared_tiny_cfg
 
-from dapo_rl.config import build
 from dapo_rl.errors import DapoError
 from dapo_rl.metrics import read_metrics
 from dapo_rl.train.loop import build_state, train
@@ -22,24 +22,14 @@ def _toy_rewards_importable(monkeypatch):
 
 
 def tiny_cfg(run_dir, **overrides):
-    base = {
-        "model.name": "tiny-random",
-        "run.dir": str(run_dir),
-        "run.progress": False,
-        "rewards.fn": "toy_rewards:length_parity",
-        "rollout.group_size": 4,
-        "rollout.prompts_per_step": 2,
-        "rollout.max_new_tokens": 8,
-        "algo.overlong_buffer": 4,
+    evals = {
         "eval.size": 3,
         "eval.k": 2,
         "eval.path": f"{GSM8K},{ASDIV}",
-        "train.micro_batch_size": 4,
         "train.steps": 1,
-        "train.lr": 1e-3,
-        "algo.dynamic_sampling": False,  # one generation round: this file tests evaluation
-    }
-    return build(overrides={**base, **overrides})
+        "algo.dynamic_sampling": False,
+    }  # one generation round: this file tests evaluation
+    return shared_tiny_cfg(run_dir, **{**evals, **overrides})
 
 
 def test_each_file_is_logged_under_its_name(tmp_path):

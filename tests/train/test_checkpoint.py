@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tiny_run import tiny_cfg as shared_tiny_cfg
 
-from dapo_rl.config import build
 from dapo_rl.errors import DapoError
 from dapo_rl.metrics import read_metrics
 from dapo_rl.train import checkpoint
@@ -25,24 +25,13 @@ HERE = Path(__file__).parent
 
 
 def tiny_cfg(run_dir, **overrides):
-    base = {
-        "model.name": "tiny-random",
-        "run.dir": str(run_dir),
-        "run.progress": False,
-        "rewards.fn": "toy_rewards:length_parity",
-        "rollout.group_size": 4,
-        "rollout.prompts_per_step": 2,
-        "rollout.max_new_tokens": 8,
-        "algo.overlong_buffer": 4,
-        "eval.size": 4,
+    every_step = {
         "eval.every": 0,
-        "train.micro_batch_size": 4,
         "train.steps": 3,
-        "train.lr": 1e-3,
         "run.checkpoint_every": 1,
         "run.keep_checkpoints": 3,
     }
-    return build(overrides={**base, **overrides})
+    return shared_tiny_cfg(run_dir, **{**every_step, **overrides})
 
 
 @pytest.fixture(autouse=True)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_run import tiny_cfg
 
-from dapo_rl.config import build
 from dapo_rl.errors import DapoError
 from dapo_rl.metrics import read_metrics
 from dapo_rl.train.loop import train
@@ -35,24 +35,6 @@ REQUIRED = [
 @pytest.fixture(autouse=True)
 def _toy_rewards_importable(monkeypatch):
     monkeypatch.syspath_prepend(str(HERE))
-
-
-def tiny_cfg(run_dir, **overrides):
-    base = {
-        "model.name": "tiny-random",
-        "run.dir": str(run_dir),
-        "run.progress": False,
-        "rewards.fn": "toy_rewards:length_parity",
-        "rollout.group_size": 4,
-        "rollout.prompts_per_step": 2,
-        "rollout.max_new_tokens": 8,
-        "algo.overlong_buffer": 4,
-        "eval.size": 4,
-        "train.micro_batch_size": 4,
-        "train.steps": 2,
-        "train.lr": 1e-3,
-    }
-    return build(overrides={**base, **overrides})
 
 
 def _comparable(records):

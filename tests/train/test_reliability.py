@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_run import TINY_RUN
 
 from dapo_rl.config import build
 from dapo_rl.data.files import Example
@@ -34,19 +35,10 @@ HERE = Path(__file__).parent
 CLI = [sys.executable, "-m", "dapo_rl.cli", "train"]
 TIMEOUT = 300
 SETTINGS = {
-    "model.name": "tiny-random",
-    "rewards.fn": "toy_rewards:length_parity",
-    "rollout.group_size": 4,
-    "rollout.prompts_per_step": 2,
-    "rollout.max_new_tokens": 8,
-    "algo.overlong_buffer": 4,
-    "eval.size": 4,
+    **TINY_RUN,
     "eval.every": 0,
-    "train.micro_batch_size": 4,
-    "train.lr": 1e-3,
     "train.steps": 4,
     "run.checkpoint_every": 1,
-    "run.progress": False,
     "run.threads": 1,
 }
 
