@@ -11,6 +11,7 @@ its gradient, so any normalisation error shows in the weights.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 import subprocess
 import sys
@@ -151,9 +152,17 @@ def _inputs() -> dict:
     return {"rollout": ro, "old": old, "adv": adv, "loss_mask": loss_mask}
 
 
-def _sgd_step(model, data: dict, rows, mode: str):
+def _flat(model) -> torch.Tensor:
+    """Every parameter, whole (an FSDP2 shard is gathered: collective), in one vector."""
+    full = [p.full_tensor() if dist.is_sharded(p) else p for p in model.parameters()]
+    return torch.cat([p.detach().flatten() for p in full])
+
+
+def _sgd_step(model, data: dict, rows, mode: str, *, fsdp: bool = False, max_norm=1e9):
     """One SGD step (lr 1) of ``policy_update`` on ``rows`` of the fixed rollout."""
     model = copy.deepcopy(model)
+    if fsdp:
+        dist.shard_layers(model)
     opt = torch.optim.SGD(model.parameters(), lr=1.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
     metrics = policy_update(
@@ -165,10 +174,10 @@ def _sgd_step(model, data: dict, rows, mode: str):
         old_logp=data["old"][rows],
         loss_mask=data["loss_mask"][rows],
         ref_logp=None,
-        s=_settings(mode),
+        s=dataclasses.replace(_settings(mode), max_grad_norm=max_norm),
         generator=torch.Generator().manual_seed(0),
     )
-    return torch.cat([p.detach().flatten() for p in model.parameters()]), metrics
+    return _flat(model), metrics
 
 
 def _rank_rows(rank: int, world: int) -> slice:
@@ -234,6 +243,53 @@ def _collect_state():
 # ---------------------------------------------------------------- the two-process run
 
 
+def _fsdp_checkpoint_round_trip(base, run_dir: Path) -> dict:
+    """Save a sharded model and AdamW after one step, load it into a fresh sharded copy."""
+    from dapo_rl.train import checkpoint
+
+    def state_of(model):
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+        tok = SimpleNamespace(save_pretrained=lambda path: None)
+        stream = SimpleNamespace(state_dict=lambda: {}, load_state_dict=lambda _: None)
+        from dapo_rl.config import build
+
+        cfg = build(overrides={"model.name": "tiny-random"})
+        return SimpleNamespace(
+            model=model,
+            optimizer=opt,
+            scheduler=sched,
+            tokenizer=tok,
+            stream=stream,
+            generator=torch.Generator(),
+            step=1,
+            pass_rate=1.0,
+            skipped_in_a_row=0,
+            cfg=cfg,
+        )
+
+    model = copy.deepcopy(base)
+    dist.shard_layers(model)
+    saved = state_of(model)
+    for p in model.parameters():
+        p.grad = torch.ones_like(p)
+    saved.optimizer.step()
+    path = checkpoint.save(run_dir, saved, keep=2)
+    dist.barrier()
+    fresh = copy.deepcopy(base)
+    dist.shard_layers(fresh)
+    loaded = state_of(fresh)
+    checkpoint._restore(path, loaded)
+    avg = [v["exp_avg"] for v in loaded.optimizer.state.values()]
+    return {
+        "saved": _flat(model),
+        "loaded": _flat(fresh),
+        "exp_avg_local": float(
+            sum(a.to_local().abs().sum() if dist.is_sharded(a) else 0 for a in avg)
+        ),
+    }
+
+
 def _worker(inp: str, out_dir: str) -> None:
     from dapo_rl.train.step import collect
 
@@ -247,6 +303,11 @@ def _worker(inp: str, out_dir: str) -> None:
     for mode in MODES:
         params, metrics = _sgd_step(base, data, rows, mode)
         result["modes"][mode] = {"params": params, "metrics": metrics}
+        params, metrics = _sgd_step(base, data, rows, mode, fsdp=True)
+        result["modes"][f"fsdp {mode}"] = {"params": params, "metrics": metrics}
+    result["fsdp clipped"] = _sgd_step(base, data, rows, "token_mean", fsdp=True, max_norm=0.5)
+    result["fsdp checkpoint"] = _fsdp_checkpoint_round_trip(base, Path(out_dir) / "ckpt")
+    result["signal"] = dist.agreed_signal(15 if rank == 1 else None)  # SIGTERM on rank 1
     state = _collect_state()
     col = collect(state)
     result["collect"] = {
@@ -294,6 +355,41 @@ def test_two_ranks_take_the_same_step_as_one_process_on_the_global_batch(two_ran
             assert got["metrics"][key] == pytest.approx(metrics[key], rel=1e-5, abs=1e-7)
         assert got["metrics"]["throughput/train_tokens"] == metrics["throughput/train_tokens"]
     assert metrics["clip/high_frac"] > 0 or metrics["clip/low_frac"] > 0
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_fsdp_two_ranks_take_the_same_step_as_one_process(two_ranks, mode):
+    # each decoder layer sharded over the two ranks (FSDP2 on gloo): the same SGD step
+    data, ranks = two_ranks
+    whole, metrics = _sgd_step(_model(), data, slice(None), mode)
+    for r in ranks:
+        got = r["modes"][f"fsdp {mode}"]
+        assert torch.allclose(got["params"], whole, atol=1e-6, rtol=1e-5)
+        assert got["metrics"]["loss/policy"] == pytest.approx(metrics["loss/policy"], rel=1e-5)
+
+
+def test_fsdp_gradient_clipping_counts_sharded_and_whole_gradients_once(two_ranks):
+    data, ranks = two_ranks
+    whole, metrics = _sgd_step(_model(), data, slice(None), "token_mean", max_norm=0.5)
+    assert metrics["grad/norm"] > 0.5  # the clip binds
+    for r in ranks:
+        params, got = r["fsdp clipped"]
+        assert got["grad/norm"] == pytest.approx(metrics["grad/norm"], rel=1e-4)  # float order
+        assert torch.allclose(params, whole, atol=1e-6, rtol=1e-5)
+
+
+def test_fsdp_checkpoint_holds_whole_tensors_and_loads_into_a_sharded_model(two_ranks):
+    _, ranks = two_ranks
+    for r in ranks:
+        got = r["fsdp checkpoint"]
+        assert torch.equal(got["loaded"], got["saved"])
+        assert got["exp_avg_local"] > 0  # the AdamW moments came back, sharded
+    assert torch.equal(ranks[0]["fsdp checkpoint"]["saved"], ranks[1]["fsdp checkpoint"]["saved"])
+
+
+def test_a_signal_on_one_rank_stops_every_rank(two_ranks):
+    _, ranks = two_ranks
+    assert [r["signal"] for r in ranks] == [15, 15]
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -137,6 +137,11 @@ class TrainConfig:
     recompute_old_logprobs: bool = _f(
         False, "recompute old log-probs with a forward pass instead of the sampler's own"
     )
+    fsdp: bool = _f(
+        False,
+        "FSDP2 under torchrun: shard each decoder layer's weights, gradients and AdamW state "
+        "over the ranks; embeddings and the tied LM head stay whole (no effect in one process)",
+    )
     max_skipped_steps: int = _f(
         8,
         "stop (with a checkpoint) after this many optimizer steps in a row skipped for a "
@@ -421,6 +426,16 @@ def validate(cfg: Config) -> None:
             r.engine != "vllm" or t.recompute_old_logprobs,
             "rollout.engine=vllm needs train.recompute_old_logprobs=true (the sampler's "
             "log-probs come from other kernels and precision)",
+        ),
+        (
+            not (t.fsdp and cfg.model.lora_rank > 0),
+            "train.fsdp with model.lora_rank > 0 is not supported (LoRA weights are small: "
+            "leave the model whole)",
+        ),
+        (
+            not (t.fsdp and r.engine == "vllm"),
+            "train.fsdp with rollout.engine=vllm is not supported (weight sync needs whole "
+            "weights)",
         ),
         (a.tis_cap is None or a.tis_cap >= 1, "algo.tis_cap must be >= 1 (or null)"),
         (

@@ -13,7 +13,13 @@ The scheme (docs/scaling.md has the whole picture):
   gradient of the global mini-batch loss; no world-size factor appears anywhere;
 - every rank keeps a full copy of the weights and the optimizer state, and all ranks apply
   the same summed gradient, so the weights stay identical and any rank's copy is the
-  checkpoint.
+  checkpoint;
+- with ``train.fsdp`` each decoder layer is sharded over the ranks instead (FSDP2
+  ``fully_shard``): its weights, gradients and AdamW state are split, and a layer's weights
+  are gathered only while it runs. FSDP2 reduce-scatters (averages) those gradients itself;
+  ``sum_gradients`` turns the average back into the sum. Embeddings, the final norm and the
+  (tied) LM head stay replicated and are summed as above. Checkpoints gather the full state
+  (``full_state``), so they load at any world size, with or without FSDP.
 """
 
 from __future__ import annotations
@@ -163,16 +169,65 @@ def _buckets(tensors: list[torch.Tensor], limit: int) -> Iterable[list[torch.Ten
         yield bucket
 
 
+def is_sharded(t: torch.Tensor | None) -> bool:
+    """Whether ``t`` is an FSDP2 shard (a DTensor) rather than a whole tensor."""
+    from torch.distributed.tensor import DTensor
+
+    return isinstance(t, DTensor)
+
+
+def _fsdp_modules(model) -> list:
+    if not initialized():
+        return []
+    from torch.distributed.fsdp import FSDPModule
+
+    return [m for m in model.modules() if isinstance(m, FSDPModule)]
+
+
+def model_is_sharded(model) -> bool:
+    """Whether ``model`` has FSDP2-sharded layers (``shard_layers``)."""
+    return bool(_fsdp_modules(model))
+
+
+def reshard(model) -> None:
+    """Free the gathered weights of every FSDP2 layer after forward passes without a
+    backward (sampling, evaluation, old log-probs): each layer is its own FSDP root, and
+    a root keeps its gathered weights after a forward until told otherwise."""
+    for m in _fsdp_modules(model):
+        m.reshard()
+
+
+def shard_layers(model) -> None:
+    """FSDP2: shard every decoder layer of ``model`` over the ranks (nothing in a world of 1).
+
+    Only the layers are wrapped: the update calls the decoder and the LM head directly, and
+    the LM head is tied to the embeddings, so those stay whole on every rank.
+    """
+    if not initialized():
+        return
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    mesh = init_device_mesh(_comm_device().type, (world_size(),))
+    for layer in model.get_decoder().layers:
+        fully_shard(layer, mesh=mesh)
+
+
 def sum_gradients(params: Iterable[torch.nn.Parameter]) -> None:
     """Sum every parameter's gradient over ranks, in place (a missing gradient is zero).
 
     Called once per optimizer step, after the micro-batch loop and before clipping. Every
-    rank must pass the same parameters in the same order.
+    rank must pass the same parameters in the same order. FSDP2 has already averaged the
+    sharded gradients over the ranks: they are scaled by the world size to the sum.
     """
     if not initialized():
         return
     grads = []
     for p in params:
+        if is_sharded(p):
+            if p.grad is not None:
+                p.grad.to_local().mul_(world_size())
+            continue
         if p.grad is None:
             p.grad = torch.zeros_like(p)
         grads.append(p.grad)
@@ -183,6 +238,62 @@ def sum_gradients(params: Iterable[torch.nn.Parameter]) -> None:
         for g in bucket:
             g.copy_(flat[offset : offset + g.numel()].view_as(g))
             offset += g.numel()
+
+
+def clip_gradients(params: list[torch.nn.Parameter], max_norm: float) -> torch.Tensor:
+    """Scale gradients to a total 2-norm of at most ``max_norm``; returns the norm before.
+
+    The same as ``torch.nn.utils.clip_grad_norm_``, also when some gradients are FSDP2
+    shards: their squared norms are summed over the ranks, the whole ones counted once.
+    """
+    grads = [p.grad for p in params if p.grad is not None]
+    sharded = [g.to_local() for g in grads if is_sharded(g)] if initialized() else []
+    if not sharded:
+        return torch.nn.utils.clip_grad_norm_(params, max_norm)
+    whole = [g for g in grads if not is_sharded(g)]
+    sq = all_reduce(sum(g.double().pow(2).sum() for g in sharded))
+    sq = sq + sum((g.double().pow(2).sum() for g in whole), torch.zeros((), dtype=torch.float64))
+    norm = sq.sqrt()
+    coef = min(1.0, max_norm / (float(norm) + 1e-6))
+    if coef < 1.0:
+        for g in (*sharded, *whole):
+            g.mul_(coef)
+    return norm.float()
+
+
+def full_state(model, optimizer) -> tuple[dict, dict]:
+    """The whole model and optimizer state on rank 0 (collective: every rank calls it).
+
+    Parameters and optimizer entries are keyed by parameter name, so the result loads at
+    any world size (``load_full_state``); other ranks get empty dicts.
+    """
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+    opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    return get_state_dict(model, optimizer, options=opts)
+
+
+def load_full_state(model, optimizer, weights: dict, optim_state: dict | None) -> None:
+    """Load ``full_state``'s dicts into a model that may be sharded (every rank calls it)."""
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        set_model_state_dict,
+        set_optimizer_state_dict,
+    )
+
+    opts = StateDictOptions(full_state_dict=True, strict=False)
+    set_model_state_dict(model, weights, options=opts)
+    if optim_state is not None:
+        set_optimizer_state_dict(model, optimizer, optim_state, options=opts)
+
+
+def agreed_signal(signum: int | None) -> int | None:
+    """The stop signal any rank received (the largest number), on every rank; None if none.
+
+    A SIGTERM that reaches one rank only must still stop all of them at the same step.
+    """
+    agreed = all_reduce(signum or 0, "max")
+    return agreed or None
 
 
 def merge_stats(parts: list[dict], *, max_keys: Iterable[str] = ()) -> dict:

@@ -74,9 +74,10 @@ class JsonlSink:
 class ConsoleSink:
     """A progress bar with ETA; the postfix shows the key numbers of the last step."""
 
-    def __init__(self, total: int, initial: int = 0, enabled: bool = True):
+    def __init__(self, total: int, initial: int = 0, enabled: bool = True, notes: bool = True):
         from tqdm import tqdm
 
+        self.notes = notes
         self.bar = tqdm(
             total=total,
             initial=initial,
@@ -92,7 +93,8 @@ class ConsoleSink:
         self.bar.update(1)
 
     def note(self, text: str) -> None:
-        self.bar.write(text)
+        if self.notes:  # off on all ranks but 0 of a torchrun world
+            self.bar.write(text)
 
     def close(self) -> None:
         self.bar.close()

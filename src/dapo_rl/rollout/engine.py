@@ -18,6 +18,8 @@ from dataclasses import dataclass, fields
 
 import torch
 
+from dapo_rl import dist
+
 
 @dataclass
 class Rollout:
@@ -108,6 +110,14 @@ class HFEngine:
         self.autocast_dtype = autocast_dtype
         self.eos_id = tokenizer.eos_token_id
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_id
+        # FSDP: every forward gathers weights from all ranks, so the ranks decode in lockstep
+        self.lockstep = dist.model_is_sharded(model)
+
+    def _finished(self, done: torch.Tensor) -> bool:
+        """Every row has ended (on every rank, when the ranks decode in lockstep)."""
+        if self.lockstep:
+            return dist.all_reduce(int(not bool(done.all())), "max") == 0
+        return bool(done.all())
 
     @property
     def device(self) -> torch.device:
@@ -239,11 +249,12 @@ class HFEngine:
             logp_out.append(lp.masked_fill(done, 0.0))
             mask_out.append(~done)
             done = done | (tok == self.eos_id)
-            if bool(done.all()):
+            if self._finished(done):
                 break
             attn = torch.cat([attn, attn.new_ones(batch, 1)], dim=1)
             step_pos = step_pos + 1
         self.model.train(was_training)
+        dist.reshard(self.model)  # FSDP: drop the gathered weights
         mask = torch.stack(mask_out, 1).long()
         return Rollout(
             prompt_ids=ids,

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import torch
 
-from dapo_rl import models
+from dapo_rl import dist, models
 from dapo_rl.config import Config, flatten, to_dict
 from dapo_rl.errors import DapoError
 
@@ -186,19 +186,37 @@ def _prune(root: Path, step: int, keep: int) -> None:
 
 
 def save(run_dir: Path, state, *, keep: int) -> Path:
-    """Write ``state`` as the checkpoint of ``state.step``; returns its directory."""
+    """Write ``state`` as the checkpoint of ``state.step``; returns its directory.
+
+    Every rank calls it; rank 0 writes. With FSDP the whole weights and optimizer state are
+    gathered first (a collective), keyed by parameter name so any world size can load them.
+    """
+    sharded = dist.model_is_sharded(state.model)
+    dist.reshard(state.model)
+    weights, optim = dist.full_state(state.model, state.optimizer) if sharded else (None, None)
     root = Path(run_dir) / "checkpoints"
+    final = root / f"{_PREFIX}{state.step:06d}"
+    if not dist.is_main():
+        return final
     root.mkdir(parents=True, exist_ok=True)
     for stale in root.glob(f"{_TMP}*"):  # left by a run killed mid-write
         shutil.rmtree(stale, ignore_errors=True)
-    final = root / f"{_PREFIX}{state.step:06d}"
     tmp = root / f"{_TMP}{final.name}"
-    state.model.save_pretrained(tmp / "model")
+    if sharded:  # the gathered whole tensors, in the layout save_pretrained writes
+        from safetensors.torch import save_file
+
+        (tmp / "model").mkdir(parents=True)
+        state.model.config.save_pretrained(tmp / "model")
+        tensors = {k: v.contiguous() for k, v in weights.items() if k != "lm_head.weight"}
+        save_file(tensors, tmp / "model" / "model.safetensors", metadata={"format": "pt"})
+    else:
+        state.model.save_pretrained(tmp / "model")
     state.tokenizer.save_pretrained(tmp / "model")
     torch.save(
         {
             "step": state.step,
-            "optimizer": state.optimizer.state_dict(),
+            "optimizer": optim if sharded else state.optimizer.state_dict(),
+            "optimizer_by_name": sharded,
             "scheduler": state.scheduler.state_dict(),
             "generator": state.generator.get_state(),
             **_rng_states(),
@@ -224,13 +242,19 @@ def _restore(path: Path, state) -> None:
         weights.update(load_file(f))
     # tied embeddings are saved once and a LoRA model saves only its adapter;
     # anything else missing is an error
-    missing, unexpected = models.load_weights(state.model, weights)
-    if missing or unexpected:
-        raise DapoError(
-            f"checkpoint {path} does not match the model: {missing[:3]} {unexpected[:3]}"
-        )
     t = torch.load(path / "trainer.pt", weights_only=False)
-    state.optimizer.load_state_dict(t["optimizer"])
+    by_name = bool(t.get("optimizer_by_name"))
+    if dist.model_is_sharded(state.model) and not by_name:
+        raise DapoError(f"checkpoint {path} was written without train.fsdp; resume it without")
+    if by_name:  # written with FSDP: whole tensors keyed by name, for any world size
+        dist.load_full_state(state.model, state.optimizer, weights, t["optimizer"])
+    else:
+        missing, unexpected = models.load_weights(state.model, weights)
+        if missing or unexpected:
+            raise DapoError(
+                f"checkpoint {path} does not match the model: {missing[:3]} {unexpected[:3]}"
+            )
+        state.optimizer.load_state_dict(t["optimizer"])
     state.scheduler.load_state_dict(t["scheduler"])
     state.generator.set_state(t["generator"])
     _set_rng_states(t)

@@ -101,6 +101,8 @@ def build_state(cfg: Config) -> TrainState:
     tokenizer = models.load_tokenizer(cfg.model.name)
     device = dist.init_from_env()  # joins the torchrun process group, if any
     model, ref_model = models.load_policy(cfg, device)  # LoRA: the reference is the base
+    if cfg.train.fsdp:
+        dist.shard_layers(model)  # FSDP2, before the optimizer sees the parameters
     t = cfg.train
     optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
     warm = t.warmup_steps
@@ -266,6 +268,14 @@ class _StopSignals:
             flush=True,
         )
 
+    def agreed(self) -> bool:
+        """Whether any rank has been signalled (collective under torchrun: every rank
+        asks at the same points, so all of them stop after the same step)."""
+        signum = dist.agreed_signal(self.signum)
+        if signum is not None:
+            self.signum = signum
+        return signum is not None
+
     def stopped(self, when: str, ckpt: Path | None) -> Interrupted:
         name = signal.Signals(self.signum).name
         saved = f"; checkpoint {ckpt}" if ckpt else ""
@@ -341,7 +351,7 @@ def _run(state: TrainState, run_dir: Path, start: int, history: list, sinks_, co
     taken = _count_optimizer_steps(state.optimizer)
     limit = cfg.train.max_skipped_steps
     for step in range(start + 1, cfg.train.steps + 1):
-        if stop.signum is not None:
+        if stop.agreed():
             raise stop.stopped(f"before step {step}", None)
         state.step, before = step, taken[0]
         record = _step_record(state, history, console)
@@ -352,12 +362,11 @@ def _run(state: TrainState, run_dir: Path, start: int, history: list, sinks_, co
             sink.write(record)
         history.append(record)
         ckpt = None
-        if _due(step, cfg.run.checkpoint_every, cfg.train.steps) and dist.is_main():
+        if _due(step, cfg.run.checkpoint_every, cfg.train.steps):
             ckpt = checkpoint.save(run_dir, state, keep=cfg.run.keep_checkpoints)
         diverged = bool(limit) and state.skipped_in_a_row >= limit
-        if diverged or stop.signum is not None:
-            if dist.is_main():
-                ckpt = ckpt or checkpoint.save(run_dir, state, keep=cfg.run.keep_checkpoints)
+        if stop.agreed() or diverged:
+            ckpt = ckpt or checkpoint.save(run_dir, state, keep=cfg.run.keep_checkpoints)
             raise _diverged(state, ckpt) if diverged else stop.stopped(f"after step {step}", ckpt)
 
 
@@ -389,7 +398,7 @@ def train(cfg: Config) -> Path:
         config=to_dict(cfg),
     )
     progress = cfg.run.progress and dist.is_main()
-    console = ConsoleSink(cfg.train.steps, initial=start, enabled=progress)
+    console = ConsoleSink(cfg.train.steps, initial=start, enabled=progress, notes=dist.is_main())
     console.note("config: " + json.dumps(to_dict(cfg)))
     try:
         with _StopSignals(run_dir) as stop:

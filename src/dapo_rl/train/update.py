@@ -219,10 +219,13 @@ def batched_logprobs(model, batch: Rollout, s: UpdateSettings) -> torch.Tensor:
                 temperature=s.temperature,
                 autocast_dtype=s.autocast_dtype,
                 group_size=s.prefix_group,
-            )[0].cpu()
-            for rows in s.micro_batches(torch.arange(len(batch)))
+            )[0].cpu()[: len(rows) if weight else 0]  # FSDP padding adds no rows
+            for rows, weight in _lockstep(
+                s.micro_batches(torch.arange(len(batch))), len(batch), s, model
+            )
         ]
     model.train(was_training)
+    dist.reshard(model)  # FSDP: drop the gathered weights
     return torch.cat(parts)
 
 
@@ -255,8 +258,25 @@ def _minibatches(n_groups: int, s: UpdateSettings, generator) -> list[torch.Tens
     return [(c[:, None] * g + torch.arange(g)).flatten() for c in parts]
 
 
-def _micro_step(model, sub: Rollout, micro, *, adv, old_logp, loss_mask, ref_logp, counts, s, sums):
-    """Forward and backward of one micro-batch; adds its statistics to ``sums``."""
+def _lockstep(micros: list, rows: int, s: UpdateSettings, model) -> list[tuple]:
+    """``micros`` with a weight of 1 each; with FSDP, padded to the most any rank has.
+
+    Every FSDP forward and backward gathers and scatters over all ranks, so every rank must
+    run as many as the others: a rank short of micro-batches repeats its first rows with
+    weight 0 (their gradient is zero and their statistics are dropped).
+    """
+    out = [(m, 1.0) for m in micros]
+    if not dist.model_is_sharded(model):
+        return out
+    spare = micros[0] if micros else torch.arange(min(rows, s.group_size))
+    return out + [(spare, 0.0)] * (dist.all_reduce(len(micros), "max") - len(micros))
+
+
+def _micro_step(
+    model, sub: Rollout, micro, *, adv, old_logp, loss_mask, ref_logp, counts, s, sums, weight=1.0
+):
+    """Forward and backward of one micro-batch (its loss times ``weight``); adds its
+    statistics to ``sums``."""
     logp, ent = completion_logprobs(
         model,
         sub,
@@ -294,7 +314,7 @@ def _micro_step(model, sub: Rollout, micro, *, adv, old_logp, loss_mask, ref_log
         norm_len=s.norm_len,
         num_seqs=counts[1],
     )
-    loss.backward()
+    (loss * weight).backward()
     real = sub.mask.to(dev).bool()
     sums["loss"] += float(loss.detach())
     sums["entropy"] += float(ent[real].sum())
@@ -336,7 +356,7 @@ def policy_update(
         # mini-batch, over every micro-batch and every rank
         counts = dist.all_reduce(torch.tensor([float(m.sum()), float(seqs)], dtype=torch.float64))
         optimizer.zero_grad(set_to_none=True)
-        for micro in s.micro_batches(mini):
+        for micro, weight in _lockstep(s.micro_batches(mini), len(batch), s, model):
             _micro_step(
                 model,
                 batch.select(micro),
@@ -347,10 +367,11 @@ def policy_update(
                 ref_logp=ref_logp,
                 counts=counts,
                 s=s,
-                sums=sums,
+                sums=sums if weight else defaultdict(float),
+                weight=weight,
             )
         dist.sum_gradients(params)  # partial gradients of one global loss: their sum
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, s.max_grad_norm)
+        grad_norm = dist.clip_gradients(params, s.max_grad_norm)
         grad_norm_sum += float(grad_norm)
         if torch.isfinite(grad_norm):
             optimizer.step()
