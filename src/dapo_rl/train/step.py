@@ -131,30 +131,22 @@ def _sample_round(state, examples: list, st: dict, seen: dict):
     return ro, reward, acc
 
 
-def _assemble(kept: list, rows: int, pad_id: int):
-    """Concatenate kept (rollout, reward, acc) parts; split off the rows after ``rows``.
+def _assemble(kept: list, rows: int, extra: int, pad_id: int):
+    """Concatenate kept (rollout, reward, acc) parts and cut them after ``rows`` rows.
 
-    Returns (batch, rewards, accs) of the first ``rows`` rows (None, empty, empty when
-    nothing was kept) and the rest as a list of one copied part (empty when none).
+    Returns (batch, rewards, accs) of the first ``rows`` rows (None and empty tensors when
+    nothing was kept) and a copy of up to ``extra`` rows after them, as a list of one part
+    (empty when there are none); a copy, so a carried part does not hold the whole batch.
     """
     if not kept:
         return None, torch.zeros(0), torch.zeros(0), []
     batch = concat_rollouts([k[0] for k in kept], pad_id)
     rewards, accs = torch.cat([k[1] for k in kept]), torch.cat([k[2] for k in kept])
-    rest = []
-    if len(batch) > rows:  # copied rows: a carried part must not hold the whole batch
-        idx = torch.arange(rows, len(batch))
-        rest = [(batch.select(idx), rewards[idx], accs[idx])]
+    idx = torch.arange(rows, max(rows, min(len(batch), rows + extra)))
+    rest = [(batch.select(idx), rewards[idx], accs[idx])] if len(idx) else []
+    if len(batch) > rows:
         batch, rewards, accs = batch.select(slice(0, rows)), rewards[:rows], accs[:rows]
     return batch, rewards, accs, rest
-
-
-def _first_groups(parts: list, groups: int, group_size: int) -> list:
-    """The first ``groups`` groups of a list of (rollout, reward, acc) parts, as one part."""
-    if not parts or not groups:
-        return []
-    (ro, reward, acc), rows = parts[0], slice(0, groups * group_size)
-    return [(ro.select(rows), reward[rows], acc[rows])]
 
 
 def collect(state) -> Collected:
@@ -193,12 +185,12 @@ def collect(state) -> Collected:
             f"{st['rounds']} rounds (algo.max_gen_rounds); training on what it has",
             stacklevel=2,
         )
-    # carried groups first, then every rank's kept groups in rank order: the same everywhere
-    batch, rewards, accs, surplus = _assemble(
-        carried + dist.pool(kept), want * G, state.engine.pad_id
-    )
+    # carried groups first, then every rank's kept groups in rank order: the same everywhere;
+    # informative groups beyond the step's need are carried to the next, up to the cap
     n_carry = min(max(n_kept - want, 0), sampler.s.carry_cap)
-    sampler.end_step(dist.pool(outcomes), _first_groups(surplus, n_carry, G), n_carry)
+    parts = carried + dist.pool(kept)
+    batch, rewards, accs, carry = _assemble(parts, want * G, n_carry * G, state.engine.pad_id)
+    sampler.end_step(dist.pool(outcomes), carry, n_carry)
     batch, rewards, accs = _share(batch, rewards, accs, G)
     st.update({k: torch.cat(v) for k, v in seen.items()})
     st = dist.reduce_stats(st, max_keys=("rounds", "gen_time", "reward_time"))
