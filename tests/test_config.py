@@ -246,6 +246,12 @@ RULES = [
     ),
     ({"rollout.vllm_memory": 0.0}, "rollout.vllm_memory"),
     ({"rollout.vllm_memory": 1.5}, "rollout.vllm_memory"),
+    ({"algo.skip_target_zero_var": 1.5}, "algo.skip_target_zero_var"),
+    ({"algo.skip_explore_min": 0.0}, "algo.skip_explore_min"),
+    ({"algo.skip_explore_init": 0.01}, "algo.skip_explore_init"),  # below the minimum
+    ({"algo.skip_explore_init": 1.5}, "algo.skip_explore_init"),
+    ({"algo.skip_explore_step": -0.1}, "algo.skip_explore_step"),
+    ({"algo.retire_after": -1}, "algo.retire_after"),
     ({"train.steps": -1}, "train.steps"),
     ({"train.lr": 0.0}, "train.lr"),
     ({"train.warmup_steps": -1}, "train.warmup_steps"),

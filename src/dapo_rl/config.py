@@ -108,6 +108,27 @@ class AlgoConfig:
     oversample: bool = _f(
         True, "dynamic sampling requests missing / (last step's pass-through rate) prompts"
     )
+    carry_over: bool = _f(
+        True,
+        "keep informative groups found beyond prompts_per_step (at most prompts_per_step - 1) "
+        "and train on them first in the next step",
+    )
+    predictive_skip: bool = _f(
+        False,
+        "pass over a prompt whose last k groups were all correct (all wrong) with probability "
+        "1 - explore_easy^k (explore_hard^k) before sampling it (GRESO)",
+    )
+    skip_target_zero_var: float = _f(
+        0.25, "predictive skip: zero-variance share aimed at, half all-correct, half all-wrong"
+    )
+    skip_explore_init: float = _f(0.5, "predictive skip: starting value of both explore rates")
+    skip_explore_step: float = _f(0.05, "predictive skip: change of an explore rate per step")
+    skip_explore_min: float = _f(
+        0.05, "predictive skip: lowest explore rate and lowest chance of sampling a prompt"
+    )
+    retire_after: int = _f(
+        0, "never sample again a prompt all correct in each of its last N groups; 0 = off"
+    )
     overlong_shaping: bool = _f(True, "soft linear length penalty near the limit (DAPO)")
     overlong_buffer: int = _f(16, "tokens before max_new_tokens where the penalty ramps up")
     overlong_penalty: float = _f(1.0, "penalty at max_new_tokens")
@@ -388,6 +409,14 @@ def validate(cfg: Config) -> None:
         (a.norm_len is None or a.norm_len > 0, "algo.norm_len must be > 0"),
         (a.adv_eps >= 0, "algo.adv_eps must be >= 0"),
         (a.max_gen_rounds >= 1, "algo.max_gen_rounds must be >= 1"),
+        (0 <= a.skip_target_zero_var <= 1, "algo.skip_target_zero_var must be in [0, 1]"),
+        (0 < a.skip_explore_min <= 1, "algo.skip_explore_min must be in (0, 1]"),
+        (
+            a.skip_explore_min <= a.skip_explore_init <= 1,
+            "algo.skip_explore_init must be in [algo.skip_explore_min, 1]",
+        ),
+        (a.skip_explore_step >= 0, "algo.skip_explore_step must be >= 0"),
+        (a.retire_after >= 0, "algo.retire_after must be >= 0"),
         (
             not a.overlong_shaping or 0 < a.overlong_buffer < r.max_new_tokens,
             f"algo.overlong_buffer must be in (0, rollout.max_new_tokens={r.max_new_tokens})",

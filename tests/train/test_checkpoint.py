@@ -98,11 +98,13 @@ def test_trainer_state_holds_every_rng_and_the_sampler_state(done_run):
         "numpy_rng",
         "stream",
         "pass_rate",
+        "sampler",
         "skipped_in_a_row",
     }
     assert expected <= set(t)
     assert t["step"] == 3 and t["stream"]["position"] > 0
     assert 0 < t["pass_rate"] <= 1
+    assert t["sampler"]["steps"] == 3 and t["sampler"]["history"]  # every sampled prompt
 
 
 def test_restore_sets_python_numpy_and_torch_rngs(tmp_path):

@@ -106,3 +106,41 @@ def test_grpo_preset_loads_a_reference_and_logs_kl(tmp_path):
 def test_dynamic_sampling_off_trains_on_every_group(tmp_path):
     records = read_metrics(train(tiny_cfg(tmp_path / "run", **{"algo.dynamic_sampling": False})))
     assert all(r["ds/gen_rounds"] == 1 for r in records[1:])
+
+
+SAMPLER_METRICS = [
+    "ds/gen_tokens",
+    "ds/carried_groups",
+    "ds/skipped_prompts",
+    "ds/retired_prompts",
+    "ds/explore_easy",
+    "ds/explore_hard",
+    "ds/seen_before_frac",
+]
+
+
+def test_predictive_skip_and_carry_over_log_their_metrics_and_resume_exactly(tmp_path):
+    # 9 problems (sums of 1..3), 2 held out: training prompts repeat every few steps;
+    # groups of 2 come out all-equal often, so prompts get skipped
+    over = {
+        "data.max_value": 3,
+        "eval.size": 2,
+        "rollout.group_size": 2,
+        "rollout.prompts_per_step": 3,
+        "algo.predictive_skip": True,
+        "algo.carry_over": True,
+        "run.checkpoint_every": 3,
+        "eval.every": 3,
+    }
+    full = read_metrics(train(tiny_cfg(tmp_path / "full", **{"train.steps": 6, **over})))
+    steps = full[1:]
+    for r in steps:
+        missing = [k for k in SAMPLER_METRICS if k not in r]
+        assert not missing, missing
+    assert sum(r["ds/skipped_prompts"] for r in steps) > 0
+    assert sum(r["ds/carried_groups"] for r in steps) > 0
+    assert any("ds/predicted_zero_var_frac" in r for r in steps)
+    part = tmp_path / "part"
+    train(tiny_cfg(part, **{"train.steps": 3, **over}))
+    train(tiny_cfg(part, **{"train.steps": 6, "resume": True, **over}))
+    assert _comparable(read_metrics(part)) == _comparable(full)

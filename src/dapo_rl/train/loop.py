@@ -44,6 +44,7 @@ from dapo_rl.metrics import ConsoleSink, make_sinks, read_metrics
 from dapo_rl.rewards import get_verifier
 from dapo_rl.rollout import HFEngine, make_engine
 from dapo_rl.train import checkpoint
+from dapo_rl.train.sampler import Sampler, SamplerSettings
 from dapo_rl.train.step import train_step
 from dapo_rl.train.update import UpdateSettings
 
@@ -63,8 +64,8 @@ class TrainState:
     verifier: Any
     generator: torch.Generator
     update_settings: UpdateSettings
+    sampler: Sampler  # pass rate, carried groups, prompt history, predictive skip
     step: int = 0
-    pass_rate: float = 1.0  # share of groups kept by dynamic sampling in the last step
     skipped_in_a_row: int = 0  # optimizer steps skipped for non-finite gradients, in a row
 
 
@@ -83,9 +84,7 @@ def _datasets(cfg: Config):
     if eval_set is None and eval_files:
         eval_set = eval_files[0].examples  # a file task: its first held-out file
     if eval_set is None:
-        eval_set = train_source[
-            : cfg.eval.size
-        ]  # a file run without eval.path: report training fit
+        eval_set = train_source[: cfg.eval.size]  # a file run without eval.path: training fit
         warnings.warn("no eval.path: evaluating on the first training examples", stacklevel=2)
     exclude = {ex.problem for ex in eval_set} if d.task == "arithmetic" else set()
     return PromptStream(train_source, seed=cfg.run.seed, exclude=exclude), eval_set, eval_files
@@ -125,6 +124,7 @@ def build_state(cfg: Config) -> TrainState:
         verifier,
         torch.Generator().manual_seed(cfg.run.seed),
         settings,
+        Sampler(SamplerSettings.from_config(cfg), seed=cfg.run.seed),
     )
 
 

@@ -4,13 +4,17 @@
 rewards for length (DAPO 3.4), and - with dynamic sampling (DAPO 3.2) - drop groups whose
 raw accuracy is all-equal and refill from the stream until ``prompts_per_step`` informative
 groups are in hand or the round cap is reached (then it trains on what it has and warns).
+What it remembers between steps lives in ``train/sampler.py``: groups carried over from the
+last step are used first, and prompts predicted to give a zero-variance group may be
+passed over before sampling (``algo.carry_over``, ``algo.predictive_skip``).
 ``train_step`` adds steps 6-8: group advantages, old log-probs, and the clipped update.
 
 Data parallel (``dapo_rl.dist``): every rank reads the same prompts from the stream (so its
 position is the same everywhere) and samples its own contiguous share, in whole groups. The
 refill loop counts kept groups over all ranks, so every rank stops in the same round; the
 kept groups are then pooled and dealt out again in equal contiguous shares, and the
-rollout statistics are gathered once per step.
+rollout statistics are gathered once per step. The sampler is fed the pooled outcomes and
+the pooled surplus, so its state (and the prompts it passes over) is the same on every rank.
 """
 
 from __future__ import annotations
@@ -55,7 +59,7 @@ def _request(missing: int, state) -> int:
     if not (cfg.algo.dynamic_sampling and cfg.algo.oversample):
         return missing
     cap = max(missing, cfg.rollout.batch_size // cfg.rollout.group_size)
-    return min(cap, math.ceil(missing / max(getattr(state, "pass_rate", 1.0), 0.1)))
+    return min(cap, math.ceil(missing / max(state.sampler.pass_rate, 0.1)))
 
 
 def _share(batch: Rollout | None, rewards, accs, group_size: int):
@@ -75,71 +79,96 @@ def _share(batch: Rollout | None, rewards, accs, group_size: int):
     return batch.select(rows), rewards[rows], accs[rows]
 
 
+def _sample_round(state, examples: list, st: dict, seen: dict):
+    """Steps 2-4 for one round: G completions per prompt, verified, shaped for length.
+
+    Adds the round's costs and statistics to ``st`` and ``seen``; returns
+    (rollout, shaped rewards (N,), raw accuracy (N,)).
+    """
+    cfg, a, G = state.cfg, state.cfg.algo, state.cfg.rollout.group_size
+    prompts = [build_prompt(state.tokenizer, ex.problem, cfg.data.template) for ex in examples]
+    t0 = time.perf_counter()
+    ro = state.engine.generate(  # 2. G completions per prompt
+        prompts,
+        n=G,
+        max_new_tokens=cfg.rollout.max_new_tokens,
+        temperature=cfg.rollout.temperature,
+        top_p=cfg.rollout.top_p,
+        generator=dist.rank_generator(state.generator),
+    )
+    t1 = time.perf_counter()
+    texts = state.tokenizer.batch_decode(
+        [ids[m.bool()] for ids, m in zip(ro.completion_ids, ro.mask, strict=True)],
+        skip_special_tokens=True,
+    )
+    refs = [ex.answer for ex in examples for _ in range(G)]
+    verdicts, faults = score_all(
+        state.verifier, texts, refs, timeout=cfg.rewards.timeout
+    )  # 3. verify
+    for k, v in faults.items():
+        st[k] = st.get(k, 0) + v
+    score = torch.tensor([v.score for v in verdicts], dtype=torch.float32)
+    acc = torch.tensor([v.acc for v in verdicts], dtype=torch.float32)
+    reward = score.clone()
+    if a.overlong_shaping:  # 4. DAPO 3.4 soft overlong punishment
+        reward += overlong_penalty(
+            ro.lengths,
+            max_new_tokens=cfg.rollout.max_new_tokens,
+            buffer=a.overlong_buffer,
+            penalty=a.overlong_penalty,
+        )
+    st["reward_time"] += time.perf_counter() - t1
+    st["gen_time"] += t1 - t0
+    st["gen_tokens"] += int(ro.lengths.sum())
+    st["groups"] += len(examples)
+    c, w = _zero_var_split(acc, G)
+    st["all_correct"] += c
+    st["all_wrong"] += w
+    for key, val in zip(
+        seen, (reward, score, acc, ro.lengths.float(), ro.truncated.float()), strict=True
+    ):
+        seen[key].append(val)
+    return ro, reward, acc
+
+
+def _assemble(kept: list, rows: int, extra: int, pad_id: int):
+    """Concatenate kept (rollout, reward, acc) parts and cut them after ``rows`` rows.
+
+    Returns (batch, rewards, accs) of the first ``rows`` rows (None and empty tensors when
+    nothing was kept) and a copy of up to ``extra`` rows after them, as a list of one part
+    (empty when there are none); a copy, so a carried part does not hold the whole batch.
+    """
+    if not kept:
+        return None, torch.zeros(0), torch.zeros(0), []
+    batch = concat_rollouts([k[0] for k in kept], pad_id)
+    rewards, accs = torch.cat([k[1] for k in kept]), torch.cat([k[2] for k in kept])
+    idx = torch.arange(rows, max(rows, min(len(batch), rows + extra)))
+    rest = [(batch.select(idx), rewards[idx], accs[idx])] if len(idx) else []
+    if len(batch) > rows:
+        batch, rewards, accs = batch.select(slice(0, rows)), rewards[:rows], accs[:rows]
+    return batch, rewards, accs, rest
+
+
 def collect(state) -> Collected:
-    """Steps 1-5: sample, score, shape, filter and refill."""
-    cfg, G = state.cfg, state.cfg.rollout.group_size
+    """Steps 1-5: sample, score, shape, filter and refill; carried groups come first."""
+    cfg, G, sampler = state.cfg, state.cfg.rollout.group_size, state.sampler
     want, a = cfg.rollout.prompts_per_step, cfg.algo
+    carried, n_carried = sampler.begin_step()  # kept beyond the last step's need
     kept: list[tuple[Rollout, torch.Tensor, torch.Tensor]] = []
+    outcomes: list[tuple[str, float]] = []  # (problem, group mean accuracy) of this rank
     seen = {"reward": [], "score": [], "acc": [], "len": [], "trunc": []}
-    st = {
-        "rounds": 0,
-        "groups": 0,
-        "all_correct": 0,
-        "all_wrong": 0,
-        "gen_time": 0.0,
-        "reward_time": 0.0,
-        "gen_tokens": 0,
-        "timeout": 0,
-        "error": 0,
-        "nonfinite": 0,
-    }
-    n_kept = 0
+    st = dict.fromkeys(("rounds", "groups", "all_correct", "all_wrong", "gen_tokens"), 0)
+    st |= {"gen_time": 0.0, "reward_time": 0.0, "timeout": 0, "error": 0, "nonfinite": 0}
+    n_kept = n_carried
     while n_kept < want and st["rounds"] < (a.max_gen_rounds if a.dynamic_sampling else 1):
         st["rounds"] += 1
-        # 1. prompts: every rank reads the same request and samples its own share of it
-        examples = dist.shard(state.stream.next(dist.round_up(_request(want - n_kept, state))))
-        prompts = [build_prompt(state.tokenizer, ex.problem, cfg.data.template) for ex in examples]
-        t0 = time.perf_counter()
-        ro = state.engine.generate(  # 2. G completions per prompt
-            prompts,
-            n=G,
-            max_new_tokens=cfg.rollout.max_new_tokens,
-            temperature=cfg.rollout.temperature,
-            top_p=cfg.rollout.top_p,
-            generator=dist.rank_generator(state.generator),
-        )
-        t1 = time.perf_counter()
-        texts = state.tokenizer.batch_decode(
-            [ids[m.bool()] for ids, m in zip(ro.completion_ids, ro.mask, strict=True)],
-            skip_special_tokens=True,
-        )
-        refs = [ex.answer for ex in examples for _ in range(G)]
-        verdicts, faults = score_all(
-            state.verifier, texts, refs, timeout=cfg.rewards.timeout
-        )  # 3. verify
-        for k, v in faults.items():
-            st[k] = st.get(k, 0) + v
-        score = torch.tensor([v.score for v in verdicts], dtype=torch.float32)
-        acc = torch.tensor([v.acc for v in verdicts], dtype=torch.float32)
-        reward = score.clone()
-        if a.overlong_shaping:  # 4. DAPO 3.4 soft overlong punishment
-            reward += overlong_penalty(
-                ro.lengths,
-                max_new_tokens=cfg.rollout.max_new_tokens,
-                buffer=a.overlong_buffer,
-                penalty=a.overlong_penalty,
-            )
-        st["reward_time"] += time.perf_counter() - t1
-        st["gen_time"] += t1 - t0
-        st["gen_tokens"] += int(ro.lengths.sum())
-        st["groups"] += len(examples)
-        c, w = _zero_var_split(acc, G)
-        st["all_correct"] += c
-        st["all_wrong"] += w
-        for key, val in zip(
-            seen, (reward, score, acc, ro.lengths.float(), ro.truncated.float()), strict=True
-        ):
-            seen[key].append(val)
+        # 1. prompts, minus those predicted uninformative: every rank reads the same request
+        # and samples its own share of it
+        request = sampler.draw(state.stream, dist.round_up(_request(want - n_kept, state)))
+        examples = dist.shard(request)
+        ro, reward, acc = _sample_round(state, examples, st, seen)  # 2-4
+        group_acc = acc.view(-1, G).mean(1).tolist()
+        outcomes += zip([ex.problem for ex in examples], group_acc, strict=True)
         # 5. DAPO 3.2 dynamic sampling: keep groups whose raw accuracy varies
         keep = (
             keep_groups(acc, G)
@@ -156,22 +185,19 @@ def collect(state) -> Collected:
             f"{st['rounds']} rounds (algo.max_gen_rounds); training on what it has",
             stacklevel=2,
         )
-    kept = dist.pool(kept)  # every rank's kept groups, in rank order
-    batch = concat_rollouts([k[0] for k in kept], state.engine.pad_id) if kept else None
-    rewards = torch.cat([k[1] for k in kept]) if kept else torch.zeros(0)
-    accs = torch.cat([k[2] for k in kept]) if kept else torch.zeros(0)
-    if batch is not None and n_kept > want:
-        batch, rewards, accs = (
-            batch.select(slice(0, want * G)),
-            rewards[: want * G],
-            accs[: want * G],
-        )
+    # carried groups first, then every rank's kept groups in rank order: the same everywhere;
+    # informative groups beyond the step's need are carried to the next, up to the cap
+    n_carry = min(max(n_kept - want, 0), sampler.s.carry_cap)
+    parts = carried + dist.pool(kept)
+    batch, rewards, accs, carry = _assemble(parts, want * G, n_carry * G, state.engine.pad_id)
+    sampler.end_step(dist.pool(outcomes), carry, n_carry)
     batch, rewards, accs = _share(batch, rewards, accs, G)
     st.update({k: torch.cat(v) for k, v in seen.items()})
     st = dist.reduce_stats(st, max_keys=("rounds", "gen_time", "reward_time"))
     st["kept_groups"] = min(n_kept, want)
+    st["sampler"] = sampler.metrics()  # computed from pooled data: not reduced again
     if a.dynamic_sampling:  # pass-through rate seen by the next step's requests
-        state.pass_rate = n_kept / max(st["groups"], 1)
+        sampler.pass_rate = (n_kept - n_carried) / max(st["groups"], 1)
     return Collected(batch, rewards, accs, st)
 
 
@@ -198,6 +224,8 @@ def _rollout_metrics(col: Collected, cfg) -> dict[str, float]:
         "time/generate": st["gen_time"],
         "time/reward": st["reward_time"],
         "throughput/gen_tokens_per_s": st["gen_tokens"] / max(st["gen_time"], 1e-9),
+        "ds/gen_tokens": st["gen_tokens"],
+        **st["sampler"],
     }
     return out
 
