@@ -227,6 +227,7 @@ def _collect_state():
             "rollout.max_new_tokens": 8,
             "algo.overlong_buffer": 4,
             "algo.oversample": False,
+            "algo.carry_over": True,
         }
     )
     stream = PromptStream([Example(p, "x", str(i)) for i, p in enumerate(problems)], seed=0)
@@ -255,6 +256,7 @@ def _fsdp_checkpoint_round_trip(base, run_dir: Path) -> dict:
         tok = SimpleNamespace(save_pretrained=lambda path: None)
         stream = SimpleNamespace(state_dict=lambda: {}, load_state_dict=lambda _: None)
         from dapo_rl.config import build
+        from dapo_rl.train.sampler import Sampler, SamplerSettings
 
         cfg = build(overrides={"model.name": "tiny-random"})
         return SimpleNamespace(
@@ -265,7 +267,7 @@ def _fsdp_checkpoint_round_trip(base, run_dir: Path) -> dict:
             stream=stream,
             generator=torch.Generator(),
             step=1,
-            pass_rate=1.0,
+            sampler=Sampler(SamplerSettings.from_config(cfg), seed=0),
             skipped_in_a_row=0,
             cfg=cfg,
         )

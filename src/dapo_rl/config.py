@@ -109,7 +109,7 @@ class AlgoConfig:
         True, "dynamic sampling requests missing / (last step's pass-through rate) prompts"
     )
     carry_over: bool = _f(
-        True,
+        False,
         "keep informative groups found beyond prompts_per_step (at most prompts_per_step - 1) "
         "and train on them first in the next step",
     )

@@ -204,7 +204,9 @@ def test_carried_groups_last_one_step_and_are_capped():
 
 
 def test_settings_follow_the_config():
-    s = SamplerSettings.from_config(build(overrides={"rollout.prompts_per_step": 4}))
+    assert SamplerSettings.from_config(build()).carry_cap == 0  # off by default
+    on = {"rollout.prompts_per_step": 4, "algo.carry_over": True}
+    s = SamplerSettings.from_config(build(overrides=on))
     assert s.carry_cap == 3 and not s.predictive_skip and s.retire_after == 0
     off = build(overrides={"algo.carry_over": False})
     assert SamplerSettings.from_config(off).carry_cap == 0

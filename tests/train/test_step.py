@@ -167,7 +167,7 @@ def test_oversampling_requests_missing_over_pass_rate_and_records_the_new_rate()
 
 def test_surplus_groups_are_carried_and_trained_first_by_the_next_step():
     problems = ["mixed a", "mixed b", "long mixed c", "mixed d", "mixed e"]
-    st = _state(problems)
+    st = _state(problems, **{"algo.carry_over": True})
     st.sampler.pass_rate = 0.5  # ask for 2 / 0.5 = 4 prompts: all 4 informative
     first = collect(st)
     assert len(first.batch) == 2 * G and first.stats["sampler"]["ds/carried_groups"] == 0
