@@ -6,6 +6,7 @@ import sys
 import types
 
 import pytest
+import torch
 
 from dapo_rl.errors import DapoError
 from dapo_rl.metrics import (
@@ -130,3 +131,15 @@ def test_make_sinks_jsonl_and_errors(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "wandb", None)
     with pytest.raises(DapoError, match="pip install wandb"):
         make_sinks(["jsonl", "wandb"], tmp_path)
+
+
+def test_memory_metrics_see_a_200_mib_allocation():
+    from dapo_rl.metrics import memory_metrics
+
+    before = memory_metrics()
+    block = torch.ones(200 * 2**20 // 4)  # 200 MiB of float32, touched
+    after = memory_metrics()
+    assert after["mem/rss"] - before["mem/rss"] > 150
+    assert after["mem/peak_rss"] >= after["mem/rss"] - 1
+    assert after["mem/peak_rss"] - before["mem/peak_rss"] > 0 or before["mem/peak_rss"] > 400
+    del block

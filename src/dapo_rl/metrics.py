@@ -14,9 +14,35 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 from dapo_rl.errors import DapoError
+
+
+def memory_metrics() -> dict[str, float]:
+    """This process's memory after a step, in MiB: resident now and at its peak, and (with
+    CUDA) the peak of allocated GPU memory since the last call, which resets it.
+
+    ``mem/rss`` is read from /proc (Linux); the peak comes from getrusage.
+    """
+    import resource
+    import sys
+
+    import torch
+
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    out = {"mem/peak_rss": peak_kib / (1024 * 1024 if sys.platform == "darwin" else 1024)}
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+        out["mem/rss"] = pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        pass
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        out["mem/cuda_peak"] = torch.cuda.max_memory_allocated() / 2**20
+        torch.cuda.reset_peak_memory_stats()
+    return out
+
 
 SINKS = ("jsonl", "tensorboard", "wandb")
 WANDB_MODES = ("online", "offline", "disabled")

@@ -40,7 +40,7 @@ from dapo_rl.data.files import load_examples
 from dapo_rl.data.stream import PromptStream
 from dapo_rl.errors import DapoError
 from dapo_rl.eval import evaluate_sets, load_eval_files
-from dapo_rl.metrics import ConsoleSink, make_sinks, read_metrics
+from dapo_rl.metrics import ConsoleSink, make_sinks, memory_metrics, read_metrics
 from dapo_rl.rewards import get_verifier
 from dapo_rl.rollout import HFEngine, make_engine
 from dapo_rl.train import checkpoint
@@ -317,7 +317,7 @@ def _step_record(state: TrainState, history: list, console: ConsoleSink) -> dict
     cfg, step = state.cfg, state.step
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        record = {"step": step, **train_step(state)}
+        record = {"step": step, **train_step(state), **memory_metrics()}
     for w in caught:
         console.note(f"warning: {w.message}")
     if _due(step, cfg.eval.every, cfg.train.steps):
