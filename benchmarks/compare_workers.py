@@ -29,7 +29,7 @@ TRL_REPORTED = (
     "gradient_accumulation_steps steps_per_generation generation_batch_size num_iterations "
     "num_generations max_completion_length temperature top_p top_k learning_rate "
     "lr_scheduler_type warmup_steps max_grad_norm loss_type epsilon epsilon_high beta "
-    "scale_rewards mask_truncated_completions shuffle_dataset seed max_steps"
+    "scale_rewards mask_truncated_completions shuffle_dataset seed max_steps optim"
 ).split()
 
 
@@ -291,30 +291,34 @@ def run_generate(spec: dict) -> dict:
 
     def ours(prompts):
         ro = engine.generate(prompts, n=G, max_new_tokens=T, temperature=1.0, generator=generator)
-        return ro.lengths
+        return [ids[m.bool()].tolist() for ids, m in zip(ro.completion_ids, ro.mask, strict=True)]
 
     def hf(prompts):
         ids, mask = engine.encode(prompts)
         ids, mask = ids.repeat_interleave(G, 0), mask.repeat_interleave(G, 0)
         with torch.no_grad():
             out = model.generate(input_ids=ids, attention_mask=mask, generation_config=hf_config)
-        comp = out[:, ids.shape[1] :]
-        is_eos = comp == engine.eos_id
-        first = torch.where(is_eos.any(1), is_eos.int().argmax(1) + 1, comp.shape[1])
-        return first  # completion tokens, the EOS included
+        rows = out[:, ids.shape[1] :].tolist()
+        eos = engine.eos_id  # completion tokens up to and with the first EOS
+        return [r[: r.index(eos) + 1] if eos in r else r for r in rows]
 
     rounds = []
     for r in range(spec["gen_rounds"] + 1):
         prompts = [build_prompt(tok, ex.problem, TEMPLATE) for ex in stream.next(P)]
-        row = {}
+        row, drawn = {}, {}
         for name in ("ours", "hf") if r % 2 == 0 else ("hf", "ours"):
             t = time.perf_counter()
-            lengths = (ours if name == "ours" else hf)(prompts)
+            drawn[name] = (ours if name == "ours" else hf)(prompts)
+            lengths = [len(x) for x in drawn[name]]
             row[name] = {
                 "s": time.perf_counter() - t,
-                "tokens": int(lengths.sum()),
-                "longest": int(lengths.max()),
+                "tokens": sum(lengths),
+                "longest": max(lengths),
             }
+        # both draw with an exponential race from equally seeded streams: the same tokens
+        pairs = zip(drawn["ours"], drawn["hf"], strict=True)
+        row["same_completions"] = sum(a == b for a, b in pairs)
+        row["completions"] = len(drawn["ours"])
         rounds.append(row)
     return {"rounds": rounds[1:], "warmup": rounds[0], "threads": torch.get_num_threads()}
 

@@ -140,6 +140,17 @@ def _table(rows: dict) -> str:
         cells += ["-" if r[k] is None else f"{r[k]:.0f}" for k in _RATES]
         cells += ["-" if r[k] is None else f"{100 * r[k]:.1f}%" for k in _MFU]
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {r['peak_rss_mib']:.0f} |")
+    lines += [
+        "",
+        "| run | completions/step | mean completion len | train TFLOP/step | gen TFLOP/step "
+        "| warm-up step s | load s |\n|" + "---|" * 7,
+    ]
+    for name, r in rows.items():
+        lines.append(
+            f"| {name} | {r['completions_per_step']:.0f} | {r['mean_completion_len']:.1f} | "
+            f"{r['train_tflops_per_step']:.3f} | {r['gen_tflops_per_step']:.3f} | "
+            f"{r['warmup_s']:.1f} | {r['load_s']:.1f} |"
+        )
     return "\n".join(lines)
 
 
@@ -150,6 +161,8 @@ def _generation_summary(raw: dict) -> dict:
         tokens = sum(r[name]["tokens"] for r in raw["rounds"])
         out[name] = {"s": s, "tokens": tokens, "tokens_per_s": tokens / s}
     out["speedup"] = out["ours"]["tokens_per_s"] / out["hf"]["tokens_per_s"]
+    out["same_completions"] = sum(r["same_completions"] for r in raw["rounds"])
+    out["completions"] = sum(r["completions"] for r in raw["rounds"])
     out["rounds"] = raw["rounds"]
     out["peak_rss_mib"] = raw["peak_rss_mib"]
     return out
@@ -188,7 +201,7 @@ def main() -> int:
     threads = args.threads or torch.get_num_threads()
     torch.set_num_threads(threads)
     started, load_before = time.perf_counter(), os.getloadavg()
-    peak_before = matmul_peak()
+    peak_before = matmul_peak(repeats=10)
     model_dir = _model_dir(args.model, args.seed)
     spec = {
         "model_dir": model_dir,
@@ -210,7 +223,7 @@ def main() -> int:
     finally:
         if model_dir.startswith(tempfile.gettempdir()) and "dapo-bench-tiny-" in model_dir:
             shutil.rmtree(model_dir, ignore_errors=True)
-    peak_after = matmul_peak()
+    peak_after = matmul_peak(repeats=10)
     load_after = os.getloadavg()
     peak = max(peak_before, peak_after)
     rows = {role: summarise(raw[role], shape, peak, args.group) for role in roles}
@@ -221,7 +234,8 @@ def main() -> int:
     print(
         f"sampling alone: HFEngine.generate {generation['ours']['tokens_per_s']:.0f} tok/s, "
         f"model.generate {generation['hf']['tokens_per_s']:.0f} tok/s "
-        f"({generation['speedup']:.2f}x)"
+        f"({generation['speedup']:.2f}x; {generation['same_completions']}/"
+        f"{generation['completions']} completions token for token the same)"
     )
     print(
         f"fp32 matmul peak {peak / 1e9:.1f} GFLOP/s ({threads} threads); "
