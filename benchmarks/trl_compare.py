@@ -78,8 +78,13 @@ def _rate(amount: float, seconds: float) -> float | None:
     return amount / seconds if seconds > 0 else None
 
 
-def summarise(raw: dict, shape, peak: float, group: int) -> dict:
-    """The timed steps' means and rates (docs/benchmarks.md defines each)."""
+def summarise(raw: dict, shape, peak: float, group: int, executed_group: int) -> dict:
+    """The timed steps' means and rates (docs/benchmarks.md defines each).
+
+    ``executed_group`` is how many rows share one prompt pass in the trainer's update as it
+    runs (G for ours, 1 for TRL, which feeds every sequence whole): it gives the FLOPs the
+    update executes, beside the FLOPs the step needs.
+    """
     from dapo_rl.perf import TRAIN_FACTOR, batch_flops, mfu
 
     steps = raw["steps"][1:]  # the first step is the warm-up
@@ -94,6 +99,9 @@ def summarise(raw: dict, shape, peak: float, group: int) -> dict:
     train_flops = TRAIN_FACTOR * sum(
         batch_flops(shape, t["prompt_lens"], t["completion_lens"], group) for t in trained
     )
+    executed = TRAIN_FACTOR * sum(
+        batch_flops(shape, t["prompt_lens"], t["completion_lens"], executed_group) for t in trained
+    )
     wall = sum(s["wall"] for s in steps)
     old = sum(s["old_logp_s"] for s in steps)
     return {
@@ -104,12 +112,16 @@ def summarise(raw: dict, shape, peak: float, group: int) -> dict:
         "other_s_per_step": (wall - gen_s - upd_s - old) / n,
         "completions_per_step": sum(len(g["completion_lens"]) for g in gens) / n,
         "mean_completion_len": gen_tokens / max(sum(len(g["completion_lens"]) for g in gens), 1),
+        # decode steps of a batch: its longest completion (one long answer makes all wait)
+        "mean_longest_completion": sum(max(g["completion_lens"]) for g in gens) / len(gens),
         "gen_tokens_per_s": _rate(gen_tokens, gen_s),
         "train_tokens_per_s": _rate(train_tokens, upd_s),
         "train_tflops_per_step": train_flops / n / 1e12,
         "gen_tflops_per_step": gen_flops / n / 1e12,
         "mfu_train": mfu(train_flops, upd_s, peak) if upd_s else None,
         "mfu_gen": mfu(gen_flops, gen_s, peak) if gen_s else None,
+        "train_tflops_executed_per_step": executed / n / 1e12,
+        "train_executed_utilisation": mfu(executed, upd_s, peak) if upd_s else None,
         "peak_rss_mib": raw["peak_rss_mib"],
         "load_s": raw["load_s"],
         "threads": raw["threads"],
@@ -142,13 +154,17 @@ def _table(rows: dict) -> str:
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {r['peak_rss_mib']:.0f} |")
     lines += [
         "",
-        "| run | completions/step | mean completion len | train TFLOP/step | gen TFLOP/step "
-        "| warm-up step s | load s |\n|" + "---|" * 7,
+        "| run | completions/step | mean completion len | longest completion "
+        "| train TFLOP/step | gen TFLOP/step | update TFLOP/step executed | executed / peak "
+        "| warm-up step s | load s |\n|" + "---|" * 10,
     ]
     for name, r in rows.items():
         lines.append(
             f"| {name} | {r['completions_per_step']:.0f} | {r['mean_completion_len']:.1f} | "
+            f"{r['mean_longest_completion']:.1f} | "
             f"{r['train_tflops_per_step']:.3f} | {r['gen_tflops_per_step']:.3f} | "
+            f"{r['train_tflops_executed_per_step']:.3f} | "
+            f"{100 * (r['train_executed_utilisation'] or 0):.1f}% | "
             f"{r['warmup_s']:.1f} | {r['load_s']:.1f} |"
         )
     return "\n".join(lines)
@@ -226,7 +242,10 @@ def main() -> int:
     peak_after = matmul_peak(repeats=10)
     load_after = os.getloadavg()
     peak = max(peak_before, peak_after)
-    rows = {role: summarise(raw[role], shape, peak, args.group) for role in roles}
+    rows = {
+        role: summarise(raw[role], shape, peak, args.group, 1 if role == "trl" else args.group)
+        for role in roles
+    }
     generation = _generation_summary(gen_raw)
     ratio = rows["ours"]["s_per_step"] / rows["trl"]["s_per_step"]
     print("\n" + _table(rows))
