@@ -53,6 +53,7 @@ def _overrides(spec: dict, like_for_like: bool) -> dict:
     }
     if like_for_like:
         out.update({"algo.dynamic_sampling": False, "algo.overlong_shaping": False})
+    out.update(spec.get("extra", {}))  # a variant's own keys (benchmarks/speed_changes.py)
     return out
 
 
@@ -315,7 +316,8 @@ def run_generate(spec: dict) -> dict:
                 "tokens": sum(lengths),
                 "longest": max(lengths),
             }
-        # both draw with an exponential race from equally seeded streams: the same tokens
+        # both draw with an exponential race from equally seeded streams: the same tokens until
+        # the first row ends (then HFEngine draws noise for fewer rows and the streams part)
         pairs = zip(drawn["ours"], drawn["hf"], strict=True)
         row["same_completions"] = sum(a == b for a, b in pairs)
         row["completions"] = len(drawn["ours"])

@@ -64,13 +64,18 @@ class _ScriptedLM(torch.nn.Module):
         super().__init__()
         self.stop, self.calls = stop, 0
 
-    def forward(self, input_ids, **kw):
+    def forward(self, input_ids, past_key_values, **kw):
         batch = input_ids.shape[0]
         logits = torch.zeros(batch, 1, 8)
         step = self.calls
         self.calls += 1
-        for i in range(batch):
-            logits[i, 0, 2 if step >= self.stop[i % len(self.stop)] else 5] = 10.0
+        if step == 1:  # the first decoding step: tag each row in the cache with its number
+            tag = torch.arange(batch, dtype=torch.float32).view(batch, 1, 1, 1)
+            past_key_values.update(tag, tag, 0)
+        # the engine drops ended rows from the batch and the cache: the tags follow the rows
+        rows = past_key_values.layers[0].keys[:, 0, 0, 0].long() if step else range(batch)
+        for i, row in enumerate(rows):
+            logits[i, 0, 2 if step >= self.stop[int(row) % len(self.stop)] else 5] = 10.0
         return type("Out", (), {"logits": logits})()
 
 
@@ -173,3 +178,25 @@ def test_shared_prompt_prefix_changes_nothing(tiny_model, tokenizer):
     ro = engine.generate(prompts, n=2, max_new_tokens=6, generator=torch.Generator().manual_seed(0))
     logp, _ = completion_logprobs(tiny_model, ro, temperature=1.0)
     assert torch.allclose(logp[ro.mask.bool()], ro.logp[ro.mask.bool()], atol=1e-4)
+
+
+def test_rows_that_end_leave_the_batch_without_changing_the_others():
+    from dapo_rl.models import load_model, load_tokenizer
+
+    model, tok = load_model("tiny-random", seed=0), load_tokenizer("tiny-random")
+    engine = HFEngine(model, tok)
+    prompts = ["What is 2 + 3?", "Add 7 and 9.", "Name a prime.", "Count to four."]
+    engine.eos_id = -1  # first a run with no end: pick an end token some rows reach early
+    free = engine.generate(prompts, n=1, max_new_tokens=8, temperature=0.0)
+    engine.eos_id = int(free.completion_ids[0, 1])
+    batched = engine.generate(prompts, n=1, max_new_tokens=8, temperature=0.0)
+    alone = [engine.generate([p], n=1, max_new_tokens=8, temperature=0.0) for p in prompts]
+    lengths = batched.lengths.tolist()
+    assert min(lengths) < max(lengths)  # rows ended at different steps: the batch shrank
+    for i, one in enumerate(alone):
+        n = lengths[i]
+        assert one.lengths.tolist() == [n]
+        assert batched.completion_ids[i, :n].tolist() == one.completion_ids[0, :n].tolist()
+        assert torch.allclose(batched.logp[i, :n], one.logp[0, :n], atol=1e-4)
+        assert bool(batched.truncated[i]) == bool(one.truncated[0])
+    assert (batched.mask.sum(1) == batched.lengths).all()

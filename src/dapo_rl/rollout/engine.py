@@ -66,6 +66,12 @@ def concat_rollouts(parts: list[Rollout], pad_id: int) -> Rollout:
     )
 
 
+def _scatter(values: torch.Tensor, rows: torch.Tensor, size: int, fill) -> torch.Tensor:
+    """A (size,) tensor holding ``values`` at ``rows`` and ``fill`` elsewhere."""
+    out = torch.full((size,), fill, dtype=values.dtype, device=values.device)
+    return out.index_copy_(0, rows, values)
+
+
 def sample_tokens(
     logits: torch.Tensor, *, temperature: float, top_p: float, generator: torch.Generator | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -230,7 +236,10 @@ class HFEngine:
         cache.batch_repeat_interleave(n)
         ids, prompt_mask = ids.repeat_interleave(n, 0), prompt_mask.repeat_interleave(n, 0)
         batch = ids.shape[0]
-        done = torch.zeros(batch, dtype=torch.bool, device=dev)
+        # Decoding runs on the rows still going: a row that ended leaves the batch (its cache
+        # rows too) once a quarter of the rows still in it have ended.
+        rows = torch.arange(batch, device=dev)  # original row of each row in the batch
+        done = torch.zeros(batch, dtype=torch.bool, device=dev)  # (A,) of the rows in it
         tokens_out, logp_out, mask_out = [], [], []
         tok = None
         for _ in range(max_new_tokens):
@@ -245,17 +254,24 @@ class HFEngine:
                 logits, temperature=temperature, top_p=top_p, generator=generator
             )
             tok = tok.masked_fill(done, self.pad_id)
-            tokens_out.append(tok)
-            logp_out.append(lp.masked_fill(done, 0.0))
-            mask_out.append(~done)
+            tokens_out.append(_scatter(tok, rows, batch, self.pad_id))
+            logp_out.append(_scatter(lp.masked_fill(done, 0.0), rows, batch, 0.0))
+            mask_out.append(_scatter(~done, rows, batch, False))
             done = done | (tok == self.eos_id)
             if self._finished(done):
                 break
-            attn = torch.cat([attn, attn.new_ones(batch, 1)], dim=1)
+            if len(done) > int(done.sum()) and int(done.sum()) * 4 >= len(done):
+                keep = (~done).nonzero()[:, 0]
+                cache.batch_select_indices(keep)
+                rows, tok, done, attn, step_pos = (
+                    x[keep] for x in (rows, tok, done, attn, step_pos)
+                )
+            attn = torch.cat([attn, attn.new_ones(len(rows), 1)], dim=1)
             step_pos = step_pos + 1
         self.model.train(was_training)
         dist.reshard(self.model)  # FSDP: drop the gathered weights
         mask = torch.stack(mask_out, 1).long()
+        ended = _scatter(done, rows, batch, True)  # rows that left the batch had ended
         return Rollout(
             prompt_ids=ids,
             prompt_mask=prompt_mask,
@@ -263,5 +279,5 @@ class HFEngine:
             mask=mask,
             logp=torch.stack(logp_out, 1),
             lengths=mask.sum(1),
-            truncated=~done,
+            truncated=~ended,
         ).to("cpu")
