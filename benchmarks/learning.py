@@ -20,7 +20,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-VOLATILE = ("time/", "throughput/")
+VOLATILE = ("time/", "throughput/", "mem/")
 
 
 def run_train(run_dir: Path, extra: list[str]) -> float:

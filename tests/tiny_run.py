@@ -26,3 +26,9 @@ TINY_RUN = {
 def tiny_cfg(run_dir, **overrides):
     """A validated tiny-model Config writing to ``run_dir``."""
     return build(overrides={**TINY_RUN, "run.dir": str(run_dir), **overrides})
+
+
+def comparable(records: list[dict]) -> list[dict]:
+    """Metric records without what differs between identical runs: timings, rates, memory."""
+    volatile = ("time/", "throughput/", "mem/")
+    return [{k: v for k, v in r.items() if not k.startswith(volatile)} for r in records]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny_run import tiny_cfg
+from tiny_run import comparable, tiny_cfg
 
 from dapo_rl.errors import DapoError
 from dapo_rl.metrics import read_metrics
@@ -37,12 +37,6 @@ def _toy_rewards_importable(monkeypatch):
     monkeypatch.syspath_prepend(str(HERE))
 
 
-def _comparable(records):
-    return [
-        {k: v for k, v in r.items() if not k.startswith(("time/", "throughput/"))} for r in records
-    ]
-
-
 def test_run_writes_config_metrics_and_checkpoint(tmp_path):
     run = train(tiny_cfg(tmp_path / "run", **{"eval.every": 1}))
     records = read_metrics(run)
@@ -61,8 +55,8 @@ def test_same_seed_gives_the_same_metrics(tmp_path):
     a = read_metrics(train(tiny_cfg(tmp_path / "a", **{"train.steps": 3})))
     b = read_metrics(train(tiny_cfg(tmp_path / "b", **{"train.steps": 3})))
     c = read_metrics(train(tiny_cfg(tmp_path / "c", **{"train.steps": 3, "run.seed": 1})))
-    assert _comparable(a) == _comparable(b)
-    assert _comparable(a) != _comparable(c)
+    assert comparable(a) == comparable(b)
+    assert comparable(a) != comparable(c)
 
 
 def test_resume_continues_exactly(tmp_path):
@@ -75,7 +69,7 @@ def test_resume_continues_exactly(tmp_path):
     with (part / "metrics.jsonl").open("a") as f:
         f.write(json.dumps({"step": 3, "acc/mean": 123.0}) + "\n")
     train(tiny_cfg(part, **{"train.steps": 4, "resume": True, **every}))
-    assert _comparable(read_metrics(part)) == _comparable(full)
+    assert comparable(read_metrics(part)) == comparable(full)
     w_full = torch.load(tmp_path / "full/checkpoints/step_000004/trainer.pt", weights_only=False)
     w_part = torch.load(part / "checkpoints/step_000004/trainer.pt", weights_only=False)
     assert w_full["stream"] == w_part["stream"]
@@ -143,4 +137,4 @@ def test_predictive_skip_and_carry_over_log_their_metrics_and_resume_exactly(tmp
     part = tmp_path / "part"
     train(tiny_cfg(part, **{"train.steps": 3, **over}))
     train(tiny_cfg(part, **{"train.steps": 6, "resume": True, **over}))
-    assert _comparable(read_metrics(part)) == _comparable(full)
+    assert comparable(read_metrics(part)) == comparable(full)

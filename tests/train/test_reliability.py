@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny_run import TINY_RUN
+from tiny_run import TINY_RUN, comparable
 
 from dapo_rl.config import build
 from dapo_rl.data.files import Example
@@ -28,8 +28,9 @@ from dapo_rl.errors import DapoError
 from dapo_rl.metrics import read_metrics
 from dapo_rl.models import load_model
 from dapo_rl.train import checkpoint, loop
-from dapo_rl.train.loop import Interrupted, train
+from dapo_rl.train.loop import train
 from dapo_rl.train.sampler import Sampler, SamplerSettings
+from dapo_rl.train.signals import Interrupted
 from dapo_rl.train.step import collect
 
 HERE = Path(__file__).parent
@@ -51,12 +52,6 @@ def tiny_cfg(run_dir, **overrides):
 @pytest.fixture(autouse=True)
 def _toy_rewards_importable(monkeypatch):
     monkeypatch.syspath_prepend(str(HERE))
-
-
-def _comparable(records):
-    return [
-        {k: v for k, v in r.items() if not k.startswith(("time/", "throughput/"))} for r in records
-    ]
 
 
 # --- subprocesses: SIGKILL and SIGINT, then resume ---------------------------------------
@@ -128,7 +123,7 @@ def test_sigkill_between_checkpoints_then_resume_equals_the_uninterrupted_run(re
     assert resumed.returncode == 0, resumed.stderr
     records = read_metrics(run_dir)
     assert [r["step"] for r in records] == [0, 1, 2, 3, 4]
-    assert _comparable(records) == _comparable(reference())
+    assert comparable(records) == comparable(reference())
 
 
 def test_sigint_finishes_the_step_checkpoints_and_the_hinted_command_resumes_exactly(
@@ -154,7 +149,7 @@ def test_sigint_finishes_the_step_checkpoints_and_the_hinted_command_resumes_exa
         [*CLI, *argv[2:]], env=_env(), capture_output=True, text=True, timeout=TIMEOUT
     )
     assert resumed.returncode == 0, resumed.stderr
-    assert _comparable(read_metrics(run_dir)) == _comparable(reference())
+    assert comparable(read_metrics(run_dir)) == comparable(reference())
 
 
 # --- in process: signals -----------------------------------------------------------------
@@ -162,7 +157,7 @@ def test_sigint_finishes_the_step_checkpoints_and_the_hinted_command_resumes_exa
 
 def test_first_signal_asks_to_stop_and_a_second_stops_at_once(tmp_path):
     before = signal.getsignal(signal.SIGINT)
-    with loop._StopSignals(tmp_path) as stop:
+    with loop.StopSignals(tmp_path) as stop:
         os.kill(os.getpid(), signal.SIGTERM)
         assert stop.signum == signal.SIGTERM
         with pytest.raises(Interrupted, match="stopped at once by a second SIGINT") as e:

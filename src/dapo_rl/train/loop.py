@@ -19,11 +19,8 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import shutil
-import signal
 import sys
-import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +42,7 @@ from dapo_rl.rewards import get_verifier
 from dapo_rl.rollout import HFEngine, make_engine
 from dapo_rl.train import checkpoint
 from dapo_rl.train.sampler import Sampler, SamplerSettings
+from dapo_rl.train.signals import StopSignals
 from dapo_rl.train.step import train_step
 from dapo_rl.train.update import UpdateSettings
 
@@ -218,72 +216,6 @@ def _due(step: int, every: int, last: int) -> bool:
     return step == last or bool(every and step % every == 0)
 
 
-class Interrupted(KeyboardInterrupt):
-    """A run stopped by SIGINT or SIGTERM; the CLI exits with status 128 + ``signum``."""
-
-    def __init__(self, signum: int, message: str):
-        super().__init__(message)
-        self.signum = signum
-
-
-def _resume_hint(run_dir: Path) -> str:
-    saved = shlex.quote(str(run_dir / "config.yaml"))
-    return f"resume with: dapo train --config {saved} resume=true"
-
-
-class _StopSignals:
-    """SIGINT/SIGTERM while the run is in its loop: the first asks it to stop after the
-    current step, a second raises ``Interrupted`` at once. Main thread only; the previous
-    handlers come back on exit."""
-
-    def __init__(self, run_dir: Path):
-        self.run_dir = run_dir
-        self.signum: int | None = None
-        self._pid = os.getpid()
-        self._previous: dict = {}
-
-    def __enter__(self) -> _StopSignals:
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-    def _handle(self, signum, frame) -> None:
-        if os.getpid() != self._pid:
-            return  # a forked verifier worker inherited this handler; the trainer decides
-        name = signal.Signals(signum).name
-        if self.signum is not None:
-            raise Interrupted(
-                signum, f"stopped at once by a second {name}; {_resume_hint(self.run_dir)}"
-            )
-        self.signum = signum
-        print(
-            f"{name} received: finishing this step, then writing a checkpoint "
-            f"(send it again to stop at once)",
-            file=sys.stderr,
-            flush=True,
-        )
-
-    def agreed(self) -> bool:
-        """Whether any rank has been signalled (collective under torchrun: every rank
-        asks at the same points, so all of them stop after the same step)."""
-        signum = dist.agreed_signal(self.signum)
-        if signum is not None:
-            self.signum = signum
-        return signum is not None
-
-    def stopped(self, when: str, ckpt: Path | None) -> Interrupted:
-        name = signal.Signals(self.signum).name
-        saved = f"; checkpoint {ckpt}" if ckpt else ""
-        return Interrupted(
-            self.signum, f"stopped by {name} {when}{saved}; {_resume_hint(self.run_dir)}"
-        )
-
-
 def _count_optimizer_steps(optimizer) -> list[int]:
     """A counter of the optimizer steps taken (a skipped step never calls ``step``)."""
     count = [0]
@@ -401,7 +333,7 @@ def train(cfg: Config) -> Path:
     console = ConsoleSink(cfg.train.steps, initial=start, enabled=progress, notes=dist.is_main())
     console.note("config: " + json.dumps(to_dict(cfg)))
     try:
-        with _StopSignals(run_dir) as stop:
+        with StopSignals(run_dir) as stop:
             _run(state, run_dir, start, history, sinks_, console, stop)
     finally:
         for sink in (*sinks_, console):
