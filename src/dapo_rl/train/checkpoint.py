@@ -242,15 +242,14 @@ def _restore(path: Path, state) -> None:
     weights = {}
     for f in sorted((path / "model").glob("*.safetensors")):
         weights.update(load_file(f))
-    # tied embeddings are saved once and a LoRA model saves only its adapter;
-    # anything else missing is an error
     t = torch.load(path / "trainer.pt", weights_only=False)
     by_name = bool(t.get("optimizer_by_name"))
     if dist.model_is_sharded(state.model) and not by_name:
         raise DapoError(f"checkpoint {path} was written without train.fsdp; resume it without")
     if by_name:  # written with FSDP: whole tensors keyed by name, for any world size
         dist.load_full_state(state.model, state.optimizer, weights, t["optimizer"])
-    else:
+    else:  # tied embeddings are saved once and a LoRA model saves only its adapter;
+        # anything else missing is an error
         missing, unexpected = models.load_weights(state.model, weights)
         if missing or unexpected:
             raise DapoError(
