@@ -147,5 +147,6 @@ print(json.dumps([before, memory_metrics()]))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     before, after = json.loads(out.stdout.strip().splitlines()[-1])
     assert after["mem/rss"] - before["mem/rss"] > 150
-    assert after["mem/peak_rss"] - before["mem/peak_rss"] > 150
+    # the peak never falls and covers the memory in use (imports may have set it higher)
+    assert after["mem/peak_rss"] >= before["mem/peak_rss"]
     assert after["mem/peak_rss"] >= after["mem/rss"] - 1
