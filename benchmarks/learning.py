@@ -18,12 +18,16 @@ import sys
 import time
 from pathlib import Path
 
+from dapo_rl.metrics import read_metrics
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 VOLATILE = ("time/", "throughput/", "mem/")
 
 
 def run_train(run_dir: Path, extra: list[str]) -> float:
+    """``dapo train`` with ``extra`` in ``run_dir`` (overwritten), in its own process; its wall
+    time in seconds. The other benchmarks that train call it too."""
     cmd = [
         sys.executable,
         "-m",
@@ -40,12 +44,8 @@ def run_train(run_dir: Path, extra: list[str]) -> float:
     return time.perf_counter() - start
 
 
-def records(run_dir: Path) -> list[dict]:
-    return [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x]
-
-
 def summarise(name: str, run_dir: Path, wall: float, extra: list[str]) -> dict:
-    recs = records(run_dir)
+    recs = read_metrics(run_dir)
     evals = [(r["step"], r["eval/acc"]) for r in recs if "eval/acc" in r]
     steps = [r for r in recs if r["step"] > 0]
     out = {
@@ -87,7 +87,7 @@ def determinism(extra: list[str]) -> bool:
     for tag in ("a", "b"):
         run_train(base / tag, overrides)
     a, b = (
-        [{k: v for k, v in r.items() if not k.startswith(VOLATILE)} for r in records(base / t)]
+        [{k: v for k, v in r.items() if not k.startswith(VOLATILE)} for r in read_metrics(base / t)]
         for t in ("a", "b")
     )
     same = a == b

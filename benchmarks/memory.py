@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
-import time
 from pathlib import Path
+
+from learning import run_train  # the same dapo train invocation
+
+from dapo_rl.metrics import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = [
@@ -47,12 +49,8 @@ def main() -> int:
     p.add_argument("extra", nargs="*", help="dapo train KEY=VALUE (after --)")
     args = p.parse_args()
     overrides = [*SMALL, *args.extra, f"train.steps={args.steps}"]
-    overrides += [f"run.dir={args.run_dir}", "run.overwrite=true", "run.progress=false"]
-    start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "dapo_rl.cli", "train", *overrides], check=True)
-    wall = time.perf_counter() - start
-    lines = (Path(args.run_dir) / "metrics.jsonl").read_text().splitlines()
-    steps = [r for r in map(json.loads, lines) if "mem/rss" in r]
+    wall = run_train(Path(args.run_dir), overrides)
+    steps = [r for r in read_metrics(args.run_dir) if "mem/rss" in r]
     at = {r["step"]: r["mem/rss"] for r in steps}
     half = [r for r in steps if r["step"] > args.steps // 2]
     result = {

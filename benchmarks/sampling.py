@@ -35,32 +35,19 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-import subprocess
 import sys
-import time
 from pathlib import Path
 
+from learning import run_train  # the same dapo train invocation
+
 from dapo_rl.config import build, parse_override
+from dapo_rl.metrics import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 ARMS = {
     "plain": ["algo.predictive_skip=false", "algo.carry_over=false"],
     "sampler": ["algo.predictive_skip=true", "algo.carry_over=true"],
 }
-
-
-def run_train(run_dir: Path, overrides: list[str]) -> float:
-    cmd = [sys.executable, "-m", "dapo_rl.cli", "train", *overrides]
-    cmd += [f"run.dir={run_dir}", "run.overwrite=true", "run.progress=false"]
-    print("$", shlex.join(cmd[1:]), flush=True)
-    start = time.perf_counter()
-    subprocess.run(cmd, check=True)
-    return time.perf_counter() - start
-
-
-def records(run_dir: Path) -> list[dict]:
-    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-    return [json.loads(x) for x in lines if x.strip()]
 
 
 def distinct_problems(overrides: list[str]) -> int | None:
@@ -190,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, own in arms.items():
         run_dir = Path(args.runs) / name
         wall = run_train(run_dir, common + own)
-        points, totals = curve(records(run_dir), cfg.rollout.group_size)
+        points, totals = curve(read_metrics(run_dir), cfg.rollout.group_size)
         runs[name] = {"overrides": common + own, "wall_s": round(wall, 1), **totals}
         runs[name]["curve"] = points
     cmp = compare(runs)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from tiny_run import TINY_RUN
+
 from dapo_rl.ablate import rows, run_ablation
 from dapo_rl.config import build
 
@@ -45,19 +47,7 @@ def test_rows_add_one_switch_each_and_end_at_dapo():
 
 def test_tiny_ablation_runs_writes_tables_and_skips_finished_rows(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(HERE / "train"))
-    overrides = {
-        "model.name": "tiny-random",
-        "rewards.fn": "toy_rewards:length_parity",
-        "rollout.group_size": 4,
-        "rollout.prompts_per_step": 2,
-        "rollout.max_new_tokens": 8,
-        "algo.overlong_buffer": 4,
-        "eval.size": 4,
-        "train.micro_batch_size": 4,
-        "train.steps": 1,
-        "run.progress": False,
-        "algo.max_gen_rounds": 2,
-    }
+    overrides = {**TINY_RUN, "train.steps": 1, "algo.max_gen_rounds": 2}
     results = run_ablation(tmp_path, overrides)
     assert len(results) == 6
     assert (tmp_path / "ablation.md").read_text().count("\n") == 8
