@@ -119,11 +119,11 @@ class HFEngine:
         # FSDP: every forward gathers weights from all ranks, so the ranks decode in lockstep
         self.lockstep = dist.model_is_sharded(model)
 
-    def _finished(self, done: torch.Tensor) -> bool:
+    def _finished(self, all_done: bool) -> bool:
         """Every row has ended (on every rank, when the ranks decode in lockstep)."""
         if self.lockstep:
-            return dist.all_reduce(int(not bool(done.all())), "max") == 0
-        return bool(done.all())
+            return dist.all_reduce(int(not all_done), "max") == 0
+        return all_done
 
     @property
     def device(self) -> torch.device:
@@ -258,9 +258,10 @@ class HFEngine:
             logp_out.append(_scatter(lp.masked_fill(done, 0.0), rows, batch, 0.0))
             mask_out.append(_scatter(~done, rows, batch, False))
             done = done | (tok == self.eos_id)
-            if self._finished(done):
+            n_done = int(done.sum())  # one device sync per token
+            if self._finished(n_done == len(done)):
                 break
-            if len(done) > int(done.sum()) and int(done.sum()) * 4 >= len(done):
+            if n_done < len(done) and n_done * 4 >= len(done):
                 keep = (~done).nonzero()[:, 0]
                 cache.batch_select_indices(keep)
                 rows, tok, done, attn, step_pos = (
