@@ -197,3 +197,13 @@ def test_bounded_verifiers_score_any_text(name, pairs):
 @given(st.lists(st.tuples(_completion, _completion), min_size=1, max_size=4))
 def test_math_verifier_scores_any_text_within_its_limit(pairs):
     _check_scores("math", [c for c, _ in pairs], [r for _, r in pairs], timeout=1.0)
+
+
+def test_error_quoting_a_field_name_with_a_line_break_stays_one_line(tmp_path):
+    # a key "\n" in a data row once split the "fields present" list over two lines
+    path = tmp_path / "data.jsonl"
+    path.write_text('{"\\n": null}\n', encoding="utf-8")
+    with pytest.raises(DapoError) as e:
+        load_examples(path, format="aime")
+    _one_line(e.value)
+    assert "\\n" in str(e.value)
