@@ -11,6 +11,7 @@ import math
 
 import pytest
 import torch
+from tiny_models import lora, untied
 
 from dapo_rl.errors import DapoError
 from dapo_rl.models import load_model
@@ -51,24 +52,6 @@ def test_a_plain_model_streams_its_parameters_detached_in_the_asked_dtype(tiny_m
     assert torch.is_grad_enabled()  # the stream's no_grad does not leak to the caller
 
 
-def _lora(model, **config):
-    from peft import LoraConfig, get_peft_model
-
-    lora = get_peft_model(copy.deepcopy(model), LoraConfig(lora_dropout=0.0, **config))
-    with torch.no_grad():  # B starts at zero: give the delta something to show
-        for name, p in lora.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.1, generator=torch.Generator().manual_seed(len(name)))
-    return lora
-
-
-def _untied():
-    model = load_model("tiny-random", seed=0)
-    model.config.tie_word_embeddings = False
-    model.lm_head.weight = torch.nn.Parameter(model.lm_head.weight.detach().clone() * 2)
-    return model
-
-
 @pytest.mark.parametrize(
     "config",
     [
@@ -79,24 +62,26 @@ def _untied():
 )
 def test_the_lora_stream_equals_peft_merge_and_unload_bit_for_bit(config):
     pytest.importorskip("peft")
-    base = _untied() if "lm_head" in config["target_modules"] else load_model("tiny-random")
-    lora = _lora(base, **config)
-    before = {k: v.clone() for k, v in lora.state_dict().items()}
-    streamed = list(stream_weights(lora, torch.float32))
-    merged = dict(copy.deepcopy(lora).merge_and_unload().named_parameters())
+    base = untied() if "lm_head" in config["target_modules"] else load_model("tiny-random")
+    wrapped = lora(base, **config)
+    before = {k: v.clone() for k, v in wrapped.state_dict().items()}
+    streamed = list(stream_weights(wrapped, torch.float32))
+    merged = dict(copy.deepcopy(wrapped).merge_and_unload().named_parameters())
     assert [n for n, _ in streamed] == list(merged) == list(dict(base.named_parameters()))
     assert all(torch.equal(t, merged[n]) for n, t in streamed)
     # only the target modules changed, and the trainer's model is untouched
     changed = {n for n, t in streamed if not torch.equal(t, base.get_parameter(n))}
     targets = config["target_modules"]
-    if targets != "all-linear":
+    if targets == "all-linear":  # every linear layer but the LM head
+        assert changed == {n for n in merged if n.endswith("_proj.weight")}
+    else:
         assert changed and all(n.split(".")[-2] in targets for n in changed)
-    assert all(torch.equal(v, lora.state_dict()[k]) for k, v in before.items())
+    assert all(torch.equal(v, wrapped.state_dict()[k]) for k, v in before.items())
 
 
 def test_a_lora_variant_that_does_not_merge_linearly_is_refused():
     pytest.importorskip("peft")
-    dora = _lora(
+    dora = lora(
         load_model("tiny-random"), r=2, lora_alpha=4.0, target_modules=["q_proj"], use_dora=True
     )
     with pytest.raises(DapoError, match="self_attn.q_proj.*only vanilla LoRA"):
