@@ -124,6 +124,7 @@ class FakeLLM:
         self.asleep: set[str] = set()
         self.garbage = False  # weights dropped by level-2 sleep and not reloaded
         self.with_logprobs, self.n_override = True, None  # test knobs: broken outputs
+        self.script = script  # (prompt ids, j) -> (completion j's tokens, finish reason)
 
     def apply_model(self, func):
         return [func(self.model)]
@@ -158,7 +159,7 @@ class FakeLLM:
     def _request_output(self, prompt, params):
         completions = []
         for j in range(self.n_override or params.n):
-            tokens, reason = script(prompt["prompt_token_ids"], j)
+            tokens, reason = self.script(prompt["prompt_token_ids"], j)
             # the sampled token's log-prob plus a decoy, as vLLM may return top-k entries
             steps = [
                 {t: SimpleNamespace(logprob=logprob(t)), t + 1: SimpleNamespace(logprob=-9.0)}
