@@ -21,6 +21,7 @@ from fake_vllm import LIMIT, FakeLLM, sampling_params, script
 from tiny_models import lora, untied
 
 from dapo_rl import dist
+from dapo_rl.config import build
 from dapo_rl.rollout.vllm_engine import VLLMEngine, VLLMSettings
 
 PROMPTS = (["ab"], ["xyz", "q"])  # rank 0's and rank 1's
@@ -54,7 +55,7 @@ def _sync(model, expected: dict, tp: int = 1) -> dict:
 
     engine = VLLMEngine(
         CharTokenizer(),
-        VLLMSettings(model="unused", tp=tp, max_new_tokens=LIMIT),
+        VLLMSettings.from_config(build(), model="unused", tp=tp, max_new_tokens=LIMIT),
         llm=FakeLLM(),
         sampling_params=sampling_params,
     )
@@ -87,7 +88,7 @@ def _worker(out_dir: str) -> None:
     result["lora"] = _sync(adapted, expected)
     engine = VLLMEngine(  # ranks 0 and 1 share one tensor-parallel engine
         CharTokenizer(),
-        VLLMSettings(model="unused", tp=2, max_new_tokens=LIMIT),
+        VLLMSettings.from_config(build(), model="unused", tp=2, max_new_tokens=LIMIT),
         llm=FakeLLM(),
         sampling_params=sampling_params,
     )

@@ -41,7 +41,7 @@ def state(tmp_path, tokenizer, monkeypatch):
     llm = FakeLLM(enable_sleep_mode=True)
     # completion j is "a" * j then EOS: lengths 0-3, half of each group right, half wrong
     llm.script = lambda ids, j: ([a] * j + [eos], "stop")
-    settings = VLLMSettings(model="unused", max_new_tokens=8, sleep_level=1)
+    settings = VLLMSettings.from_config(cfg, model="unused", sleep_level=1)
     s.engine = VLLMEngine(tokenizer, settings, llm=llm, sampling_params=sampling_params)
     return s
 

@@ -52,23 +52,23 @@ _TAGS = ("weights", "kv_cache")  # what vLLM's sleep frees and ``wake_up(tags=..
 
 @dataclass(frozen=True)
 class VLLMSettings:
-    """What the engine is built with; ``from_config`` reads it from a run's ``Config``."""
+    """What the engine needs from the config, as plain values."""
 
     model: str  # a saved model directory or hub id: vLLM loads its config and first weights
-    tp: int = 1  # tensor_parallel_size: consecutive ranks that share one engine
-    memory: float = 0.3  # gpu_memory_utilization: vLLM's share of the GPU
-    max_prompt_tokens: int = 1024  # longest prompt accepted
-    max_new_tokens: int = 64  # longest generation limit asked for (training or evaluation)
-    sleep_level: int = 0  # 0: no sleep mode; 1 or 2: ``LLM.sleep(level)`` before updates
-    seed: int = 0  # run seed; engine k samples with seed + k
+    tp: int  # tensor_parallel_size: consecutive ranks that share one engine
+    memory: float  # gpu_memory_utilization: vLLM's share of the GPU
+    max_prompt_tokens: int  # longest prompt accepted
+    max_new_tokens: int  # longest generation limit asked for (training or evaluation)
+    sleep_level: int  # 0: no sleep mode; 1 or 2: ``LLM.sleep(level)`` before updates
+    seed: int  # run seed; engine k samples with seed + k
 
     @classmethod
-    def from_config(cls, cfg) -> VLLMSettings:
+    def from_config(cls, cfg, **overrides) -> VLLMSettings:
+        """The settings a run's ``Config`` implies (``overrides`` replace single fields)."""
         from dapo_rl import models
 
         r = cfg.rollout
-        return cls(
-            model=models.resolve(cfg.model.name),
+        values = dict(
             tp=r.vllm_tp,
             memory=r.vllm_memory,
             max_prompt_tokens=r.vllm_max_prompt_tokens,
@@ -76,6 +76,10 @@ class VLLMSettings:
             sleep_level=r.vllm_sleep_level,
             seed=cfg.run.seed,
         )
+        values.update(overrides)
+        if "model" not in values:
+            values["model"] = models.resolve(cfg.model.name)
+        return cls(**values)
 
     @property
     def max_model_len(self) -> int:
