@@ -246,6 +246,9 @@ RULES = [
     ),
     ({"rollout.vllm_memory": 0.0}, "rollout.vllm_memory"),
     ({"rollout.vllm_memory": 1.5}, "rollout.vllm_memory"),
+    ({"rollout.vllm_tp": 0}, "rollout.vllm_tp"),
+    ({"rollout.vllm_sleep_level": 3}, "rollout.vllm_sleep_level"),
+    ({"rollout.vllm_max_prompt_tokens": 0}, "rollout.vllm_max_prompt_tokens"),
     ({"algo.skip_target_zero_var": 1.5}, "algo.skip_target_zero_var"),
     ({"algo.skip_explore_min": 0.0}, "algo.skip_explore_min"),
     ({"algo.skip_explore_init": 0.01}, "algo.skip_explore_init"),  # below the minimum

@@ -84,7 +84,20 @@ class RolloutConfig:
     top_p: float = _f(1.0, "nucleus sampling threshold")
     batch_size: int = _f(64, "most sequences generated in one batch")
     engine: str = _f("hf", "sampler: hf (the training model itself) or vllm (GPU, dapo-rl[vllm])")
-    vllm_memory: float = _f(0.3, "share of GPU memory vLLM takes (its weights and KV cache)")
+    vllm_memory: float = _f(
+        0.3, "vLLM gpu_memory_utilization: share of GPU memory it takes (weights and KV cache)"
+    )
+    vllm_tp: int = _f(
+        1, "vLLM tensor_parallel_size: ranks sharing one engine (divides the torchrun world)"
+    )
+    vllm_sleep_level: int = _f(
+        1,
+        "vLLM sleep mode during the update: 0 off, 1 weights to CPU and KV cache freed, "
+        "2 both freed (weights re-sent anyway)",
+    )
+    vllm_max_prompt_tokens: int = _f(
+        1024, "longest prompt vLLM accepts; its max_model_len is this + the generation limit"
+    )
 
 
 @dataclass(frozen=True)
@@ -447,6 +460,9 @@ def validate(cfg: Config) -> None:
         (cfg.model.lora_alpha > 0, "model.lora_alpha must be > 0"),
         (r.engine in ("hf", "vllm"), "rollout.engine must be hf or vllm"),
         (0 < r.vllm_memory <= 1, "rollout.vllm_memory must be in (0, 1]"),
+        (r.vllm_tp >= 1, "rollout.vllm_tp must be >= 1"),
+        (r.vllm_sleep_level in (0, 1, 2), "rollout.vllm_sleep_level must be 0, 1 or 2"),
+        (r.vllm_max_prompt_tokens >= 1, "rollout.vllm_max_prompt_tokens must be >= 1"),
         (
             r.engine != "vllm" or cfg.model.name != "tiny-random",
             "rollout.engine=vllm needs a saved model (tiny-random exists only in memory)",
@@ -460,11 +476,6 @@ def validate(cfg: Config) -> None:
             not (t.fsdp and cfg.model.lora_rank > 0),
             "train.fsdp with model.lora_rank > 0 is not supported (LoRA weights are small: "
             "leave the model whole)",
-        ),
-        (
-            not (t.fsdp and r.engine == "vllm"),
-            "train.fsdp with rollout.engine=vllm is not supported (weight sync needs whole "
-            "weights)",
         ),
         (a.tis_cap is None or a.tis_cap >= 1, "algo.tis_cap must be >= 1 (or null)"),
         (

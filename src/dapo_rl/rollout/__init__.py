@@ -2,8 +2,8 @@
 
 ``HFEngine`` samples from the training model itself (any device); ``VLLMEngine``
 (``rollout/vllm_engine.py``, GPU only, imported lazily) samples with vLLM and follows the
-trainer through ``sync_weights``. Every engine has ``generate``, ``sync_weights`` and
-``pad_id``.
+trainer through ``sync_weights``. Every engine has ``generate``, ``sync_weights``, ``sleep``
+(free sampling memory before an update) and ``pad_id``.
 """
 
 from dapo_rl.rollout.engine import HFEngine, Rollout, concat_rollouts, sample_tokens
@@ -14,16 +14,9 @@ __all__ = ["HFEngine", "Rollout", "concat_rollouts", "make_engine", "sample_toke
 def make_engine(cfg, model, tokenizer, *, autocast_dtype=None):
     """The engine ``rollout.engine`` names, sampling from (or synced to) ``model``."""
     if cfg.rollout.engine == "vllm":
-        from dapo_rl import dist, models
-        from dapo_rl.rollout.vllm_engine import VLLMEngine
+        from dapo_rl.rollout.vllm_engine import VLLMEngine, VLLMSettings
 
-        return VLLMEngine(
-            models.resolve(cfg.model.name),
-            tokenizer,
-            gpu_memory_utilization=cfg.rollout.vllm_memory,
-            dtype=cfg.model.dtype,
-            seed=cfg.run.seed + dist.rank(),
-        )
+        return VLLMEngine(tokenizer, VLLMSettings.from_config(cfg))
     return HFEngine(
         model, tokenizer, batch_size=cfg.rollout.batch_size, autocast_dtype=autocast_dtype
     )

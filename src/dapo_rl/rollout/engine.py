@@ -133,6 +133,9 @@ class HFEngine:
     def sync_weights(self, model) -> None:
         """Nothing to copy: this engine samples from the training model itself."""
 
+    def sleep(self) -> None:
+        """Nothing to free: this engine holds no memory between calls."""
+
     def encode(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         enc = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
         width = max(len(e) for e in enc)

@@ -241,6 +241,7 @@ def train_step(state) -> dict[str, float]:
         metrics["time/step"] = time.perf_counter() - t_start
         return metrics
     batch = col.batch
+    state.engine.sleep()  # a separate sampler (vLLM) frees its GPU memory for the update
     adv = group_advantages(
         col.rewards, cfg.rollout.group_size, scale=a.scale_adv, eps=a.adv_eps
     )  # 6
