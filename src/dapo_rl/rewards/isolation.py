@@ -2,7 +2,11 @@
 
 Choices:
 - Verifiers marked ``@bounded`` (``dapo_answer``, ``gsm8k``) read a capped tail of the text with
-  linear-time code; they run in this process, guarded only against raising and NaN scores.
+  linear-time code; they run in this process, each call still under a SIGALRM interval timer
+  of ``timeout`` seconds (the ``re`` engine checks for signals, so a pathological pattern is
+  interrupted too). That costs microseconds per call where a worker round trip costs about
+  0.1 ms (``benchmarks/verifier_timing.py``). Off the main thread, or while another interval
+  timer runs, the timer is not ours and they go to the workers like every other verifier.
 - Every other verifier (``math``, user functions, sums that include them) runs in persistent
   worker processes forked from this one. Fork means the verifier object is inherited, never
   pickled, so closures work; only texts and results cross the pipe.
@@ -74,7 +78,7 @@ def guarded(fn: Verifier, completion: str, reference: str) -> Verdict:
 
 
 def _timed(fn: Verifier, completion: str, reference: str, timeout: float) -> Verdict:
-    """``guarded`` under the worker's interval timer."""
+    """``guarded`` under an interval timer; needs ``_raise_deadline`` as the SIGALRM handler."""
     try:
         signal.setitimer(signal.ITIMER_REAL, timeout)
         try:
@@ -83,8 +87,29 @@ def _timed(fn: Verifier, completion: str, reference: str, timeout: float) -> Ver
             signal.setitimer(signal.ITIMER_REAL, 0)
     except _Deadline:
         return failure("timeout")
+    except KeyboardInterrupt:
+        raise  # Ctrl-C during in-process scoring is the trainer's, not a verdict
     except BaseException as error:  # e.g. math-verify's TimeoutException (a BaseException)
         return failure("timeout" if _is_timeout(error) else "error")
+
+
+def _in_process(fn: Verifier, jobs: list, timeout: float) -> list[Verdict] | None:
+    """Every job scored here, each under the timer; None when the timer is not ours to use."""
+    if threading.current_thread() is not threading.main_thread():
+        return None  # signals reach the main thread only
+    if signal.getitimer(signal.ITIMER_REAL)[0]:
+        return None  # someone else's timer is running
+    previous = signal.signal(signal.SIGALRM, _raise_deadline)
+    pid = os.getpid()
+    try:
+        verdicts = []
+        for completion, reference in jobs:
+            verdicts.append(_timed(fn, completion, reference, timeout))
+            if os.getpid() != pid:
+                os._exit(0)  # a verifier forked and its child returned here: it ends now
+        return verdicts
+    finally:
+        signal.signal(signal.SIGALRM, signal.SIG_DFL if previous is None else previous)
 
 
 def _raise_deadline(signum, frame):
@@ -292,14 +317,18 @@ def score_all(
     """
     if len(completions) != len(references):
         raise ValueError(f"{len(completions)} completions but {len(references)} references")
-    if not timeout > 0:
-        raise ValueError(f"timeout must be positive, got {timeout}")
-    if is_bounded(verifier) or in_worker():
-        verdicts = [guarded(verifier, c, r) for c, r in zip(completions, references, strict=True)]
-    elif not completions:
+    if not 0 < timeout < 1e9:  # setitimer takes seconds as a C double, and NaN fails both
+        raise ValueError(f"timeout must be positive and finite, got {timeout}")
+    pairs = list(zip(completions, references, strict=True))
+    verdicts = None
+    if in_worker():  # a term of a sum, already under the worker's timer
+        verdicts = [guarded(verifier, c, r) for c, r in pairs]
+    elif is_bounded(verifier):
+        verdicts = _in_process(verifier, pairs, timeout)
+    if verdicts is None and not pairs:
         verdicts = []
-    else:
-        jobs = [(i, c, r) for i, (c, r) in enumerate(zip(completions, references, strict=True))]
+    elif verdicts is None:
+        jobs = [(i, c, r) for i, (c, r) in enumerate(pairs)]
         pool = _pool_for(verifier)
         with pool.lock:
             results = pool.run(jobs, timeout)

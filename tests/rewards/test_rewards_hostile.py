@@ -1,0 +1,133 @@
+"""Hostile references and verifiers: linear parsing, a time limit on every verifier, scores
+finite in float32, and verifiers that fork or leave processes behind."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dapo_rl.rewards import Verdict, dapo_answer, gsm8k_answer, score_all, text
+from dapo_rl.rewards.isolation import bounded
+
+# One round of the old unwrap loop stripped a single " ." and rescanned every \boxed: a
+# 50,000-character reference like this cost ~25 s per call, 200,000 characters ~7 minutes.
+BOXES_THEN_DOTS = "x\\boxed{1}" * 10_000 + " ." * 50_000  # 200,000 characters
+DOLLARS = "7" + " $" * 100_000
+
+
+def _old_unwrap(answer: str) -> str:
+    """The previous, quadratic unwrap: the reference the linear one must agree with."""
+    previous = None
+    while answer != previous:
+        previous = answer
+        answer = answer.strip().strip("$*").strip()
+        if answer.endswith(".") and not answer.endswith(".."):
+            answer = answer[:-1]
+        boxed = text.last_boxed(answer)
+        if boxed is not None and answer.startswith(("\\boxed", "\\fbox")):
+            answer = boxed[1]
+    return answer
+
+
+WRAPPING = st.text(alphabet=" \n\t$*.\\boxedfx{}1,", max_size=60)
+
+
+@settings(max_examples=300, deadline=None)
+@given(answer=WRAPPING | st.text(max_size=40))
+def test_linear_unwrap_agrees_with_the_old_loop(answer):
+    assert text.unwrap(answer) == _old_unwrap(answer)
+
+
+@pytest.mark.parametrize(
+    "reference",
+    ["x\\boxed{1}" * 50 + " ." * 500, "7" + " $" * 1000, "1" + " ." * 1000],
+    ids=["boxes-then-dots", "dollars", "dots"],
+)
+def test_unwrap_scans_for_a_box_at_most_once(monkeypatch, reference):
+    """Linear by count, not by clock: the old loop called last_boxed once per stripped char."""
+    calls = []
+    real = text.last_boxed
+    monkeypatch.setattr(text, "last_boxed", lambda s: calls.append(len(s)) or real(s))
+    text.unwrap(reference)
+    assert len(calls) <= 1
+    assert sum(calls) <= len(reference)
+
+
+@pytest.mark.parametrize("verifier", [dapo_answer, gsm8k_answer])
+@pytest.mark.parametrize(
+    "reference", [BOXES_THEN_DOTS, DOLLARS], ids=["boxes-then-dots", "dollars"]
+)
+def test_a_200k_reference_is_scored_well_inside_the_time_limit(verifier, reference):
+    # Linear code takes ~0.1 s here; the old code took minutes and would be a "timeout".
+    verdicts, counts = score_all(verifier, ["Answer: 7", "Answer: 1"], [reference] * 2, timeout=10)
+    assert counts == {"timeout": 0, "error": 0, "nonfinite": 0}
+    assert [v.status for v in verdicts] == ["ok", "ok"]
+
+
+def test_a_200k_completion_with_a_hostile_tail_is_bounded_too():
+    completion = "Answer: " + " $" * 100_000
+    verdicts, counts = score_all(dapo_answer, [completion], ["7"], timeout=10)
+    assert verdicts == [Verdict(-1.0, False)] and counts["timeout"] == 0
+
+
+@bounded
+def _sleepy(completion: str, reference: str) -> bool:
+    time.sleep(float(completion))
+    return True
+
+
+@bounded
+def _backtracking(completion: str, reference: str) -> bool:
+    # 2^25 paths: seconds of C-level matching, unless the timer interrupts the re engine
+    return re.fullmatch(r"(a+)+b", "a" * 25) is not None
+
+
+def test_bounded_verifiers_run_under_the_time_limit_in_process():
+    verdicts, counts = score_all(_sleepy, ["0", "3", "0"], ["", "", ""], timeout=0.2)
+    assert [v.status for v in verdicts] == ["ok", "timeout", "ok"]
+    assert counts["timeout"] == 1
+
+
+def test_the_time_limit_interrupts_the_regex_engine():
+    verdicts, _ = score_all(_backtracking, ["x"], [""], timeout=0.1)
+    assert verdicts == [Verdict(-1.0, False, "timeout")]
+
+
+def test_bounded_verifiers_off_the_main_thread_go_to_a_worker_with_the_limit():
+    out = []
+    thread = threading.Thread(
+        target=lambda: out.append(score_all(_sleepy, ["3", "0"], ["", ""], timeout=0.2))
+    )
+    thread.start()
+    thread.join(timeout=30)
+    verdicts, counts = out[0]
+    assert [v.status for v in verdicts] == ["timeout", "ok"] and counts["timeout"] == 1
+
+
+def test_the_in_process_timer_leaves_sigalrm_as_it_found_it():
+    import signal
+
+    before = signal.getsignal(signal.SIGALRM)
+    score_all(dapo_answer, ["Answer: 1"], ["1"])
+    assert signal.getsignal(signal.SIGALRM) is before
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+
+
+def test_ctrl_c_in_process_is_not_a_verdict():
+    @bounded
+    def interrupted(completion: str, reference: str) -> bool:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        score_all(interrupted, ["a"], ["b"])
+
+
+@pytest.mark.parametrize("timeout", [float("inf"), float("nan"), 0.0, -1.0, 1e39])
+def test_score_all_refuses_a_timeout_it_cannot_set(timeout):
+    with pytest.raises(ValueError):
+        score_all(dapo_answer, ["a"], ["a"], timeout=timeout)
