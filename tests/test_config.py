@@ -279,6 +279,8 @@ RULES = [
     ({"eval.top_p": 0.0}, "eval.top_p"),
     ({"eval.top_p": 1.5}, "eval.top_p"),
     ({"rewards.timeout": 0.0}, "rewards.timeout"),
+    ({"rewards.timeout": 1e6}, "rewards.timeout"),  # beyond a day
+    ({"data.template": "nope"}, "data.template"),
     ({"run.checkpoint_every": -1}, "run.checkpoint_every"),
     ({"run.keep_checkpoints": 0}, "run.keep_checkpoints"),
     ({"run.threads": -1}, "run.threads"),
@@ -304,6 +306,37 @@ def test_every_rule_is_exercised():
     )
     assert len(keys) >= 30  # the pattern still finds the rules
     assert keys <= {key for _, key in RULES}
+
+
+FLOAT_KEYS = [k for k, f in config.keys() if float in config._allowed_types(f.type)]
+NOT_FINITE = [float("inf"), float("-inf"), float("nan"), 1e39, -1e39]  # 1e39: inf in float32
+
+
+def test_float_keys_are_found():
+    assert {"train.lr", "rollout.temperature", "algo.adv_eps", "algo.overlong_penalty"} <= set(
+        FLOAT_KEYS
+    )
+    assert {"algo.kl_coef", "rewards.timeout", "algo.dual_clip", "algo.tis_cap"} <= set(FLOAT_KEYS)
+
+
+@pytest.mark.parametrize("value", NOT_FINITE, ids=str)
+@pytest.mark.parametrize("key", FLOAT_KEYS)
+def test_every_float_key_refuses_what_is_not_finite_in_float32(key, value):
+    with pytest.raises(DapoError) as e:
+        build(overrides={key: value})
+    message = str(e.value)
+    assert message.startswith(f"{key} must be a finite number"), message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize("text", [".inf", "-.inf", ".nan", ".NaN", "1e39", "1.0e+39"])
+def test_yaml_spellings_of_infinity_are_refused(tmp_path, text):
+    path = tmp_path / "c.yaml"
+    path.write_text(f"train:\n  lr: {text}\n")
+    with pytest.raises(DapoError, match=r"^train.lr must be a finite number"):
+        build(file_values=load_yaml(path))
+    with pytest.raises(DapoError, match=r"^train.lr must be a finite number"):
+        build(overrides=dict([parse_override(f"train.lr={text}")]))
 
 
 @pytest.mark.parametrize(

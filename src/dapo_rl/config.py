@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
+import math
 import re
 import types
 from dataclasses import dataclass, field
@@ -25,7 +27,9 @@ from typing import Any
 
 import yaml
 
+from dapo_rl.data.templates import TEMPLATES
 from dapo_rl.errors import DapoError
+from dapo_rl.rewards.isolation import MAX_TIMEOUT
 
 
 def _f(default: Any, help: str):
@@ -395,8 +399,22 @@ def build(
     return cfg
 
 
+FLOAT32_MAX = 3.4028234663852886e38  # torch.finfo(torch.float32).max
+
+
+def _check_finite(cfg: Config) -> None:
+    """Every float key finite where it is used: in float32 tensors (lr, temperature, penalties,
+    coefficients) or as C doubles (timeouts). ``.inf``, ``.nan`` and 1e39 (finite in Python,
+    inf in float32) are refused here, before any range check can be fooled by them."""
+    for key, _ in keys():
+        value = functools.reduce(getattr, key.split("."), cfg)
+        if isinstance(value, float) and not (math.isfinite(value) and abs(value) <= FLOAT32_MAX):
+            raise DapoError(f"{key} must be a finite number (float32 range), got {value}")
+
+
 def validate(cfg: Config) -> None:
     """Every range check, each failing with one line naming the key."""
+    _check_finite(cfg)
     a, r, t, d = cfg.algo, cfg.rollout, cfg.train, cfg.data
     checks = [
         (a.eps_low >= 0 and a.eps_low < 1, "algo.eps_low must be in [0, 1)"),
@@ -472,6 +490,7 @@ def validate(cfg: Config) -> None:
             "algo.tis_cap needs train.recompute_old_logprobs=true (else every weight is 1)",
         ),
         (d.task in ("arithmetic", "file"), "data.task must be arithmetic or file"),
+        (d.template in TEMPLATES, f"data.template must be one of {', '.join(TEMPLATES)}"),
         (d.task != "file" or bool(d.path), "data.task=file needs data.path"),
         (1 <= d.min_value <= d.max_value, "data.min_value must be >= 1 and <= data.max_value"),
         (d.num_terms >= 2, "data.num_terms must be >= 2"),
@@ -486,7 +505,10 @@ def validate(cfg: Config) -> None:
         (cfg.eval.k >= 0, "eval.k must be >= 0"),
         (cfg.eval.temperature >= 0, "eval.temperature must be >= 0"),
         (0 < cfg.eval.top_p <= 1, "eval.top_p must be in (0, 1]"),
-        (cfg.rewards.timeout > 0, "rewards.timeout must be > 0"),
+        (
+            0 < cfg.rewards.timeout <= MAX_TIMEOUT,
+            f"rewards.timeout must be in (0, {MAX_TIMEOUT:g}] seconds",
+        ),
         (cfg.run.threads >= 0, "run.threads must be >= 0"),
         (cfg.run.checkpoint_every >= 0, "run.checkpoint_every must be >= 0"),
         (cfg.run.keep_checkpoints >= 1, "run.keep_checkpoints must be >= 1"),

@@ -56,3 +56,13 @@ def chaos(completion: str, reference: str) -> float:
         case "crash":
             os.kill(os.getpid(), signal.SIGKILL)
     return 1.0 if completion == "ok" else -1.0
+
+
+def as_number(completion: str, reference: str) -> float:
+    """The completion read as the reward: "1e39" is finite in Python, inf in float32."""
+    return float(completion)
+
+
+def huge_every_third(completion: str, reference: str) -> float:
+    """1e39 (inf in float32) for a third of the completions, +1 / -1 for the rest."""
+    return (1e39, 1.0, -1.0)[len(completion) % 3]

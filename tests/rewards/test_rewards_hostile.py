@@ -131,3 +131,44 @@ def test_ctrl_c_in_process_is_not_a_verdict():
 def test_score_all_refuses_a_timeout_it_cannot_set(timeout):
     with pytest.raises(ValueError):
         score_all(dapo_answer, ["a"], ["a"], timeout=timeout)
+
+
+# --- scores finite in the trainer's float32 arithmetic ------------------------------------
+
+
+@pytest.fixture
+def _helpers_on_path(monkeypatch):
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+
+
+@pytest.mark.usefixtures("_helpers_on_path")
+def test_a_reward_of_1e39_counts_as_nonfinite_in_a_worker():
+    from dapo_rl.rewards import get_verifier
+
+    verifier = get_verifier("dapo_test_verifiers:as_number")
+    scores = ["1e39", "-1e39", "1e33", "1e30", "-2.5", "inf"]
+    verdicts, counts = score_all(verifier, scores, [""] * len(scores))
+    assert [v.status for v in verdicts] == ["nonfinite"] * 3 + ["ok", "ok", "nonfinite"]
+    assert [v.score for v in verdicts] == [-1.0, -1.0, -1.0, 1e30, -2.5, -1.0]
+    assert counts == {"timeout": 0, "error": 0, "nonfinite": 4}
+
+
+def test_a_weighted_sum_beyond_float32_counts_as_nonfinite_in_process():
+    from dapo_rl.rewards import get_verifier
+
+    verifier = get_verifier("1e39*dapo_answer")
+    verdicts, counts = score_all(verifier, ["Answer: 1"], ["1"])
+    assert verdicts == [Verdict(-1.0, False, "nonfinite")] and counts["nonfinite"] == 1
+
+
+def test_the_score_limit_keeps_a_group_of_float32_rewards_finite():
+    import torch
+
+    from dapo_rl.algo import group_advantages
+    from dapo_rl.rewards.verdict import SCORE_LIMIT
+
+    rewards = torch.tensor([SCORE_LIMIT] * 4 + [-SCORE_LIMIT] * 4, dtype=torch.float32)
+    assert torch.isfinite(group_advantages(rewards, 8)).all()
+    assert torch.isfinite(rewards.sum()) and torch.isfinite(rewards.abs().sum())

@@ -42,6 +42,7 @@ MAX_WORKERS = min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffin
 MIN_CHUNK = 32  # completions per worker before another worker is worth forking
 WORKER_MEMORY = 2 << 30  # bytes a worker may allocate beyond its size at fork
 MAX_POOLS = 4  # distinct verifiers with live workers (train + eval + a spare)
+MAX_TIMEOUT = 86400.0  # seconds; a per-call limit beyond a day is no limit
 
 _IN_WORKER = False
 
@@ -317,8 +318,8 @@ def score_all(
     """
     if len(completions) != len(references):
         raise ValueError(f"{len(completions)} completions but {len(references)} references")
-    if not 0 < timeout < 1e9:  # setitimer takes seconds as a C double, and NaN fails both
-        raise ValueError(f"timeout must be positive and finite, got {timeout}")
+    if not 0 < timeout <= MAX_TIMEOUT:  # NaN fails this too
+        raise ValueError(f"timeout must be in (0, {MAX_TIMEOUT:g}] seconds, got {timeout}")
     pairs = list(zip(completions, references, strict=True))
     verdicts = None
     if in_worker():  # a term of a sum, already under the worker's timer
