@@ -126,17 +126,39 @@ class ConsoleSink:
         self.bar.close()
 
 
+def _summary_writer():
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as e:
+        raise DapoError(
+            "metrics sink 'tensorboard' needs the tensorboard package: pip install tensorboard"
+        ) from e
+    return SummaryWriter
+
+
+def _wandb():
+    try:
+        import wandb
+    except ImportError as e:
+        raise DapoError("metrics sink 'wandb' needs the wandb package: pip install wandb") from e
+    return wandb
+
+
+def check_sinks(names: list[str] | tuple[str, ...]) -> None:
+    """Import the packages of the sinks in ``names`` now, so a missing one fails before the
+    run directory is written; DapoError naming the package."""
+    for name in names:
+        if name == "tensorboard":
+            _summary_writer()
+        elif name == "wandb":
+            _wandb()
+
+
 class TensorBoardSink:
     """Every numeric metric as a TensorBoard scalar at ``record["step"]``."""
 
     def __init__(self, log_dir: str | Path):
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError as e:
-            raise DapoError(
-                "metrics sink 'tensorboard' needs the tensorboard package: pip install tensorboard"
-            ) from e
-        self.writer = SummaryWriter(log_dir=str(log_dir))
+        self.writer = _summary_writer()(log_dir=str(log_dir))
 
     def write(self, record: dict) -> None:
         step = int(record["step"])
@@ -160,12 +182,7 @@ class WandbSink:
     ):
         if mode not in WANDB_MODES:
             raise DapoError(f"wandb mode {mode!r} is not one of {', '.join(WANDB_MODES)}")
-        try:
-            import wandb
-        except ImportError as e:
-            raise DapoError(
-                "metrics sink 'wandb' needs the wandb package: pip install wandb"
-            ) from e
+        wandb = _wandb()
         run_dir = Path(run_dir)
         self.run = wandb.init(
             project=project, dir=str(run_dir), name=run_dir.name, mode=mode, config=config
