@@ -476,3 +476,50 @@ def test_random_values_build_or_raise_dapo_error(values):
         if isinstance(value, float):
             assert not math.isnan(value), key  # NaN fails every range check
     assert from_dict(to_dict(cfg)) == cfg
+
+
+# --- hostile config files -----------------------------------------------------------------
+
+
+def _alias_bomb() -> str:
+    """338 bytes that safe_load turns into 9^9 = 387 million strings once repr'd."""
+    parts = ['&a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    for prev, name in zip("abcdefgh", "bcdefghi", strict=True):
+        parts.append(f"&{name} [" + ",".join([f"*{prev}"] * 9) + "]")
+    return "train:\n  lr: [" + ", ".join(parts) + "]\n"
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (_alias_bomb(), "line 2: YAML aliases (*name) are not allowed"),
+        ("a: &x {b: *x}\n", "line 1: YAML aliases (*name) are not allowed"),
+        ("train:\n  lr: " + "[" * 5000 + "]" * 5000 + "\n", "nested too deeply"),
+    ],
+    ids=["alias-bomb", "self-alias", "deep-nesting"],
+)
+def test_hostile_yaml_is_one_error_line(tmp_path, text, message):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(DapoError) as e:
+        load_yaml(path)
+    assert str(e.value).startswith(f"config file {path}") and message in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_a_config_that_is_not_a_small_regular_file_is_refused(tmp_path):
+    import os
+
+    fifo = tmp_path / "fifo.yaml"
+    os.mkfifo(fifo)
+    big = tmp_path / "big.yaml"
+    big.write_text("# padding\n" * (config.MAX_CONFIG_BYTES // 10 + 1))
+    for path in (fifo, big):
+        with pytest.raises(DapoError, match="not a regular file of at most 1 MiB"):
+            load_yaml(path)
+
+
+def test_a_long_wrong_value_is_shown_shortened():
+    with pytest.raises(DapoError) as e:
+        build(overrides={"train.lr": list(range(100_000))})
+    assert len(str(e.value)) < 200

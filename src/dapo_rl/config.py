@@ -20,6 +20,7 @@ import difflib
 import functools
 import math
 import re
+import reprlib
 import types
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -305,7 +306,7 @@ def _check_type(key: str, value: Any, f: dataclasses.Field) -> Any:
     elif str in allowed and isinstance(value, str | int | float) and not isinstance(value, bool):
         return str(value)
     names = " or ".join("null" if t is type(None) else t.__name__ for t in allowed)
-    raise DapoError(f"config key {key}: expected {names}, got {value!r}")
+    raise DapoError(f"config key {key}: expected {names}, got {reprlib.repr(value)}")
 
 
 def _known(key: str) -> dataclasses.Field:
@@ -341,19 +342,39 @@ def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+MAX_CONFIG_BYTES = 1 << 20  # a config file is a few hundred keys at most
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` refusing aliases (``*name``): a config never needs them, and nine
+    nested aliases of nine items each make a 338-byte file expand to 387 million strings."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            raise DapoError(f"line {mark.line + 1}: YAML aliases (*name) are not allowed")
+        return super().compose_node(parent, index)
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
     try:
+        if Path(path).stat().st_size > MAX_CONFIG_BYTES or not Path(path).is_file():
+            raise DapoError(f"config file {path}: not a regular file of at most 1 MiB")
         text = Path(path).read_text(encoding="utf-8")
     except OSError as e:
         raise DapoError(f"cannot read config file {path}: {e.strerror}") from None
     except UnicodeDecodeError:
         raise DapoError(f"config file {path}: not UTF-8 text") from None
     try:
-        tree = yaml.safe_load(text)
+        tree = yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 (a SafeLoader)
+    except DapoError as e:
+        raise DapoError(f"config file {path} {e}") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
         raise DapoError(f"config file {path}{where}: not valid YAML") from None
+    except RecursionError:
+        raise DapoError(f"config file {path}: nested too deeply") from None
     if tree is None:
         return {}
     if not isinstance(tree, dict):
@@ -362,8 +383,8 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         )
     try:
         return flatten(tree)
-    except RecursionError:  # a mapping that holds itself through a YAML alias
-        raise DapoError(f"config file {path}: a mapping refers to itself") from None
+    except RecursionError:
+        raise DapoError(f"config file {path}: nested too deeply") from None
 
 
 def build(

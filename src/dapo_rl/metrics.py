@@ -232,6 +232,37 @@ def make_sinks(
     return sinks
 
 
+MAX_METRICS_BYTES = 1 << 30  # a metrics file is ~2 kB a step: half a million steps
+
+
+def _record(line: str, where: str) -> dict:
+    """One metrics line as a record with a numeric step, else DapoError naming the line."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise DapoError(f"{where}: not JSON ({e.msg}, column {e.colno})") from None
+    except RecursionError:
+        raise DapoError(f"{where}: JSON nested too deeply") from None
+    if not isinstance(record, dict):
+        raise DapoError(f"{where}: expected a JSON object, got {type(record).__name__}")
+    step = record.get("step", 0)
+    if isinstance(step, bool) or not isinstance(step, int | float) or not math.isfinite(step):
+        raise DapoError(f"{where}: step must be a number, got {step!r:.40}")
+    return record
+
+
 def read_metrics(run_dir: str | Path) -> list[dict]:
+    """The records of ``<run_dir>/metrics.jsonl``; DapoError naming the file (and line) when
+    it is not a regular UTF-8 file of JSON objects with numeric steps."""
     path = Path(run_dir) / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    if not path.is_file():  # a FIFO would block, a device never end
+        raise DapoError(f"{path}: not a regular file")
+    if path.stat().st_size > MAX_METRICS_BYTES:
+        raise DapoError(f"{path}: larger than {MAX_METRICS_BYTES >> 30} GiB")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise DapoError(f"{path}: not UTF-8 text") from None
+    except OSError as e:
+        raise DapoError(f"cannot read {path}: {e.strerror}") from None
+    return [_record(ln, f"{path}:{n}") for n, ln in enumerate(lines, start=1) if ln.strip()]
