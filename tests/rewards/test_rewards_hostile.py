@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -138,8 +139,6 @@ def test_score_all_refuses_a_timeout_it_cannot_set(timeout):
 
 @pytest.fixture
 def _helpers_on_path(monkeypatch):
-    from pathlib import Path
-
     monkeypatch.syspath_prepend(str(Path(__file__).parent))
 
 
@@ -172,3 +171,82 @@ def test_the_score_limit_keeps_a_group_of_float32_rewards_finite():
     rewards = torch.tensor([SCORE_LIMIT] * 4 + [-SCORE_LIMIT] * 4, dtype=torch.float32)
     assert torch.isfinite(group_advantages(rewards, 8)).all()
     assert torch.isfinite(rewards.sum()) and torch.isfinite(rewards.abs().sum())
+
+
+# --- verifiers that fork ---------------------------------------------------------------------
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` is a live process (a zombie waiting for init to reap it is not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except FileNotFoundError:
+        return False
+
+
+def _gone(pid: int, within: float = 10.0) -> bool:
+    deadline = time.monotonic() + within  # SIGKILL lands in microseconds; 10 s is slack
+    while _running(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not _running(pid)
+
+
+@pytest.mark.usefixtures("_helpers_on_path")
+@pytest.mark.parametrize("kind", ["fork-return", "fork-exit"])
+def test_a_verifier_whose_child_returns_does_not_scramble_the_batch(kind):
+    from dapo_rl.rewards import get_verifier
+
+    verifier = get_verifier("dapo_test_verifiers:forks")
+    for _ in range(2):  # the next batch too: no answers left over from a forked copy
+        verdicts, counts = score_all(verifier, [kind, "ok", "ok"], ["", "", ""], timeout=5)
+        assert verdicts == [Verdict(1.0, True)] * 3 and sum(counts.values()) == 0
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+@pytest.mark.usefixtures("_helpers_on_path")
+@pytest.mark.parametrize("kind", ["fork-sleep", "spawn"])
+def test_what_a_verifier_leaves_running_ends_with_its_worker(kind, tmp_path):
+    from dapo_rl.rewards import get_verifier
+    from dapo_rl.rewards.isolation import close_workers
+
+    verifier = get_verifier("dapo_test_verifiers:forks")
+    pid_file = tmp_path / "pid"
+    verdicts, _ = score_all(verifier, [kind, "ok"], [str(pid_file), ""], timeout=5)
+    assert verdicts == [Verdict(1.0, True)] * 2
+    left = int(pid_file.read_text())
+    assert _running(left)  # it outlived the call, as the verifier meant
+    assert score_all(verifier, ["ok"], [""])[0] == [Verdict(1.0, True)]  # pool still serves
+    close_workers()  # what the trainer does at exit
+    assert _gone(left)
+
+
+TRAINER = """
+import sys, time
+sys.path.insert(0, sys.argv[1])
+from dapo_rl.rewards import get_verifier, score_all
+verdicts, _ = score_all(get_verifier("dapo_test_verifiers:forks"), ["fork-sleep"], [sys.argv[2]])
+print(verdicts[0].status, flush=True)
+time.sleep(300)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+def test_a_trainer_killed_with_sigkill_leaves_no_process_holding_its_output(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    pid_file = tmp_path / "pid"
+    here = str(Path(__file__).parent)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2] / "src")}
+    trainer = subprocess.Popen(
+        [sys.executable, "-c", TRAINER, here, str(pid_file)], stdout=subprocess.PIPE, env=env
+    )
+    assert trainer.stdout.readline() == b"ok\n"
+    left = int(pid_file.read_text())
+    os.kill(trainer.pid, signal.SIGKILL)
+    trainer.wait()
+    assert _gone(left)  # the worker sees its trainer gone within a second, ends its group
+    assert trainer.stdout.read() == b""  # EOF: nobody holds the trainer's stdout any more
