@@ -55,6 +55,14 @@ BAD_INPUTS = {
         "error: algo.overlong_buffer must be in (0, rollout.max_new_tokens=64)",
     ),
     "unknown_preset": (["preset=nope"], {}, "error: unknown preset 'nope'"),
+    # used to fail at the first step, after the run directory was written
+    "unknown_template": (["data.template=nope"], {}, "error: data.template must be one of"),
+    "infinite_lr": (["train.lr=.inf"], {}, "error: train.lr must be a finite number"),
+    "nan_temperature_in_config": (
+        ["--config", "c.yaml"],
+        {"c.yaml": "rollout:\n  temperature: .nan\n"},
+        "error: rollout.temperature must be a finite number",
+    ),
     "missing_config": (
         ["--config", "missing.yaml"],
         {},
@@ -76,6 +84,12 @@ BAD_INPUTS = {
         {},
         "error: dataset file not found: missing.jsonl",
     ),
+    # HF_HUB_OFFLINE is read when huggingface_hub is imported: a fresh process only
+    "hub_id_while_offline": (
+        ["model.name=no-such-org/no-such-model"],
+        {},
+        "error: cannot load the tokenizer of 'no-such-org/no-such-model': We couldn't connect",
+    ),
 }
 
 # Bad inputs that pass the config and fail in the run's setup, run through cli.main.
@@ -95,6 +109,11 @@ SETUP_BAD_INPUTS = {
         ["eval.path=missing_eval.jsonl"],
         {},
         "error: dataset file not found: missing_eval.jsonl",
+    ),
+    "model_dir_without_tokenizer_or_weights": (
+        ["model.name=./config_only"],
+        {"config_only/config.json": '{"model_type": "llama"}'},
+        "error: cannot load the tokenizer of './config_only': no tokenizer files it can read",
     ),
 }
 
@@ -169,6 +188,44 @@ def test_setup_bad_input_in_process(name, tmp_path, monkeypatch, capsys, process
     monkeypatch.setenv("DAPO_RL_CACHE", str(tmp_path / "cache"))
     rc = cli.main(["train", *args, f"run.dir={tmp_path / 'run'}"])
     captured = capsys.readouterr()
+    _check_failure(rc, captured.out, captured.err, tmp_path, before, expected)
+
+
+@pytest.mark.parametrize("module", ["wandb", "torch.utils.tensorboard"])
+def test_a_missing_sink_package_writes_nothing(
+    module, tmp_path, monkeypatch, capsys, process_state
+):
+    """The sinks used to open after the run directory was written: the corrected command
+    was then refused with "already holds a run"."""
+    from dapo_rl import cli
+
+    monkeypatch.setitem(sys.modules, module, None)  # import fails as if not installed
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DAPO_RL_CACHE", str(tmp_path / "cache"))
+    sink = "wandb" if module == "wandb" else "tensorboard"
+    rc = cli.main(["train", f"log.sinks={sink}", f"run.dir={tmp_path / 'run'}"])
+    captured = capsys.readouterr()
+    expected = f"error: metrics sink '{sink}' needs the {sink} package"
+    _check_failure(rc, captured.out, captured.err, tmp_path, [], expected)
+
+
+def test_a_model_dir_without_weights_writes_nothing(
+    tmp_path, monkeypatch, capsys, process_state, tokenizer
+):
+    from dapo_rl import cli
+    from dapo_rl.models import tiny_config
+
+    folder = tmp_path / "no_weights"
+    tiny_config(len(tokenizer), tokenizer.eos_token_id, tokenizer.pad_token_id).save_pretrained(
+        folder
+    )
+    tokenizer.save_pretrained(folder)
+    before = _listing(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DAPO_RL_CACHE", str(tmp_path / "cache"))
+    rc = cli.main(["train", "model.name=./no_weights", f"run.dir={tmp_path / 'run'}"])
+    captured = capsys.readouterr()
+    expected = "error: cannot load model './no_weights': Error no file named model.safetensors"
     _check_failure(rc, captured.out, captured.err, tmp_path, before, expected)
 
 

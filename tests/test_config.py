@@ -282,6 +282,8 @@ RULES = [
     ({"eval.top_p": 0.0}, "eval.top_p"),
     ({"eval.top_p": 1.5}, "eval.top_p"),
     ({"rewards.timeout": 0.0}, "rewards.timeout"),
+    ({"rewards.timeout": 1e6}, "rewards.timeout"),  # beyond a day
+    ({"data.template": "nope"}, "data.template"),
     ({"run.checkpoint_every": -1}, "run.checkpoint_every"),
     ({"run.keep_checkpoints": 0}, "run.keep_checkpoints"),
     ({"run.threads": -1}, "run.threads"),
@@ -307,6 +309,37 @@ def test_every_rule_is_exercised():
     )
     assert len(keys) >= 30  # the pattern still finds the rules
     assert keys <= {key for _, key in RULES}
+
+
+FLOAT_KEYS = [k for k, f in config.keys() if float in config._allowed_types(f.type)]
+NOT_FINITE = [float("inf"), float("-inf"), float("nan"), 1e39, -1e39]  # 1e39: inf in float32
+
+
+def test_float_keys_are_found():
+    assert {"train.lr", "rollout.temperature", "algo.adv_eps", "algo.overlong_penalty"} <= set(
+        FLOAT_KEYS
+    )
+    assert {"algo.kl_coef", "rewards.timeout", "algo.dual_clip", "algo.tis_cap"} <= set(FLOAT_KEYS)
+
+
+@pytest.mark.parametrize("value", NOT_FINITE, ids=str)
+@pytest.mark.parametrize("key", FLOAT_KEYS)
+def test_every_float_key_refuses_what_is_not_finite_in_float32(key, value):
+    with pytest.raises(DapoError) as e:
+        build(overrides={key: value})
+    message = str(e.value)
+    assert message.startswith(f"{key} must be a finite number"), message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize("text", [".inf", "-.inf", ".nan", ".NaN", "1e39", "1.0e+39"])
+def test_yaml_spellings_of_infinity_are_refused(tmp_path, text):
+    path = tmp_path / "c.yaml"
+    path.write_text(f"train:\n  lr: {text}\n")
+    with pytest.raises(DapoError, match=r"^train.lr must be a finite number"):
+        build(file_values=load_yaml(path))
+    with pytest.raises(DapoError, match=r"^train.lr must be a finite number"):
+        build(overrides=dict([parse_override(f"train.lr={text}")]))
 
 
 @pytest.mark.parametrize(
@@ -446,3 +479,50 @@ def test_random_values_build_or_raise_dapo_error(values):
         if isinstance(value, float):
             assert not math.isnan(value), key  # NaN fails every range check
     assert from_dict(to_dict(cfg)) == cfg
+
+
+# --- hostile config files -----------------------------------------------------------------
+
+
+def _alias_bomb() -> str:
+    """338 bytes that safe_load turns into 9^9 = 387 million strings once repr'd."""
+    parts = ['&a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    for prev, name in zip("abcdefgh", "bcdefghi", strict=True):
+        parts.append(f"&{name} [" + ",".join([f"*{prev}"] * 9) + "]")
+    return "train:\n  lr: [" + ", ".join(parts) + "]\n"
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (_alias_bomb(), "line 2: YAML aliases (*name) are not allowed"),
+        ("a: &x {b: *x}\n", "line 1: YAML aliases (*name) are not allowed"),
+        ("train:\n  lr: " + "[" * 5000 + "]" * 5000 + "\n", "nested too deeply"),
+    ],
+    ids=["alias-bomb", "self-alias", "deep-nesting"],
+)
+def test_hostile_yaml_is_one_error_line(tmp_path, text, message):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(DapoError) as e:
+        load_yaml(path)
+    assert str(e.value).startswith(f"config file {path}") and message in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_a_config_that_is_not_a_small_regular_file_is_refused(tmp_path):
+    import os
+
+    fifo = tmp_path / "fifo.yaml"
+    os.mkfifo(fifo)
+    big = tmp_path / "big.yaml"
+    big.write_text("# padding\n" * (config.MAX_CONFIG_BYTES // 10 + 1))
+    for path in (fifo, big):
+        with pytest.raises(DapoError, match="not a regular file of at most 1 MiB"):
+            load_yaml(path)
+
+
+def test_a_long_wrong_value_is_shown_shortened():
+    with pytest.raises(DapoError) as e:
+        build(overrides={"train.lr": list(range(100_000))})
+    assert len(str(e.value)) < 200

@@ -17,7 +17,10 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
+import math
 import re
+import reprlib
 import types
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +28,9 @@ from typing import Any
 
 import yaml
 
+from dapo_rl.data.templates import TEMPLATES
 from dapo_rl.errors import DapoError
+from dapo_rl.rewards.isolation import MAX_TIMEOUT
 
 
 def _f(default: Any, help: str):
@@ -314,7 +319,7 @@ def _check_type(key: str, value: Any, f: dataclasses.Field) -> Any:
     elif str in allowed and isinstance(value, str | int | float) and not isinstance(value, bool):
         return str(value)
     names = " or ".join("null" if t is type(None) else t.__name__ for t in allowed)
-    raise DapoError(f"config key {key}: expected {names}, got {value!r}")
+    raise DapoError(f"config key {key}: expected {names}, got {reprlib.repr(value)}")
 
 
 def _known(key: str) -> dataclasses.Field:
@@ -350,19 +355,39 @@ def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+MAX_CONFIG_BYTES = 1 << 20  # a config file is a few hundred keys at most
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` refusing aliases (``*name``): a config never needs them, and nine
+    nested aliases of nine items each make a 338-byte file expand to 387 million strings."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            raise DapoError(f"line {mark.line + 1}: YAML aliases (*name) are not allowed")
+        return super().compose_node(parent, index)
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
     try:
+        if Path(path).stat().st_size > MAX_CONFIG_BYTES or not Path(path).is_file():
+            raise DapoError(f"config file {path}: not a regular file of at most 1 MiB")
         text = Path(path).read_text(encoding="utf-8")
     except OSError as e:
         raise DapoError(f"cannot read config file {path}: {e.strerror}") from None
     except UnicodeDecodeError:
         raise DapoError(f"config file {path}: not UTF-8 text") from None
     try:
-        tree = yaml.safe_load(text)
+        tree = yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 (a SafeLoader)
+    except DapoError as e:
+        raise DapoError(f"config file {path} {e}") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
         raise DapoError(f"config file {path}{where}: not valid YAML") from None
+    except RecursionError:
+        raise DapoError(f"config file {path}: nested too deeply") from None
     if tree is None:
         return {}
     if not isinstance(tree, dict):
@@ -371,8 +396,8 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         )
     try:
         return flatten(tree)
-    except RecursionError:  # a mapping that holds itself through a YAML alias
-        raise DapoError(f"config file {path}: a mapping refers to itself") from None
+    except RecursionError:
+        raise DapoError(f"config file {path}: nested too deeply") from None
 
 
 def build(
@@ -408,8 +433,22 @@ def build(
     return cfg
 
 
+FLOAT32_MAX = 3.4028234663852886e38  # torch.finfo(torch.float32).max
+
+
+def _check_finite(cfg: Config) -> None:
+    """Every float key finite where it is used: in float32 tensors (lr, temperature, penalties,
+    coefficients) or as C doubles (timeouts). ``.inf``, ``.nan`` and 1e39 (finite in Python,
+    inf in float32) are refused here, before any range check can be fooled by them."""
+    for key, _ in keys():
+        value = functools.reduce(getattr, key.split("."), cfg)
+        if isinstance(value, float) and not (math.isfinite(value) and abs(value) <= FLOAT32_MAX):
+            raise DapoError(f"{key} must be a finite number (float32 range), got {value}")
+
+
 def validate(cfg: Config) -> None:
     """Every range check, each failing with one line naming the key."""
+    _check_finite(cfg)
     a, r, t, d = cfg.algo, cfg.rollout, cfg.train, cfg.data
     checks = [
         (a.eps_low >= 0 and a.eps_low < 1, "algo.eps_low must be in [0, 1)"),
@@ -483,6 +522,7 @@ def validate(cfg: Config) -> None:
             "algo.tis_cap needs train.recompute_old_logprobs=true (else every weight is 1)",
         ),
         (d.task in ("arithmetic", "file"), "data.task must be arithmetic or file"),
+        (d.template in TEMPLATES, f"data.template must be one of {', '.join(TEMPLATES)}"),
         (d.task != "file" or bool(d.path), "data.task=file needs data.path"),
         (1 <= d.min_value <= d.max_value, "data.min_value must be >= 1 and <= data.max_value"),
         (d.num_terms >= 2, "data.num_terms must be >= 2"),
@@ -497,7 +537,10 @@ def validate(cfg: Config) -> None:
         (cfg.eval.k >= 0, "eval.k must be >= 0"),
         (cfg.eval.temperature >= 0, "eval.temperature must be >= 0"),
         (0 < cfg.eval.top_p <= 1, "eval.top_p must be in (0, 1]"),
-        (cfg.rewards.timeout > 0, "rewards.timeout must be > 0"),
+        (
+            0 < cfg.rewards.timeout <= MAX_TIMEOUT,
+            f"rewards.timeout must be in (0, {MAX_TIMEOUT:g}] seconds",
+        ),
         (cfg.run.threads >= 0, "run.threads must be >= 0"),
         (cfg.run.checkpoint_every >= 0, "run.checkpoint_every must be >= 0"),
         (cfg.run.keep_checkpoints >= 1, "run.keep_checkpoints must be >= 1"),

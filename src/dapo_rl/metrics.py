@@ -126,17 +126,39 @@ class ConsoleSink:
         self.bar.close()
 
 
+def _summary_writer():
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as e:
+        raise DapoError(
+            "metrics sink 'tensorboard' needs the tensorboard package: pip install tensorboard"
+        ) from e
+    return SummaryWriter
+
+
+def _wandb():
+    try:
+        import wandb
+    except ImportError as e:
+        raise DapoError("metrics sink 'wandb' needs the wandb package: pip install wandb") from e
+    return wandb
+
+
+def check_sinks(names: list[str] | tuple[str, ...]) -> None:
+    """Import the packages of the sinks in ``names`` now, so a missing one fails before the
+    run directory is written; DapoError naming the package."""
+    for name in names:
+        if name == "tensorboard":
+            _summary_writer()
+        elif name == "wandb":
+            _wandb()
+
+
 class TensorBoardSink:
     """Every numeric metric as a TensorBoard scalar at ``record["step"]``."""
 
     def __init__(self, log_dir: str | Path):
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError as e:
-            raise DapoError(
-                "metrics sink 'tensorboard' needs the tensorboard package: pip install tensorboard"
-            ) from e
-        self.writer = SummaryWriter(log_dir=str(log_dir))
+        self.writer = _summary_writer()(log_dir=str(log_dir))
 
     def write(self, record: dict) -> None:
         step = int(record["step"])
@@ -160,12 +182,7 @@ class WandbSink:
     ):
         if mode not in WANDB_MODES:
             raise DapoError(f"wandb mode {mode!r} is not one of {', '.join(WANDB_MODES)}")
-        try:
-            import wandb
-        except ImportError as e:
-            raise DapoError(
-                "metrics sink 'wandb' needs the wandb package: pip install wandb"
-            ) from e
+        wandb = _wandb()
         run_dir = Path(run_dir)
         self.run = wandb.init(
             project=project, dir=str(run_dir), name=run_dir.name, mode=mode, config=config
@@ -215,6 +232,37 @@ def make_sinks(
     return sinks
 
 
+MAX_METRICS_BYTES = 1 << 30  # a metrics file is ~2 kB a step: half a million steps
+
+
+def _record(line: str, where: str) -> dict:
+    """One metrics line as a record with a numeric step, else DapoError naming the line."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise DapoError(f"{where}: not JSON ({e.msg}, column {e.colno})") from None
+    except RecursionError:
+        raise DapoError(f"{where}: JSON nested too deeply") from None
+    if not isinstance(record, dict):
+        raise DapoError(f"{where}: expected a JSON object, got {type(record).__name__}")
+    step = record.get("step", 0)
+    if isinstance(step, bool) or not isinstance(step, int | float) or not math.isfinite(step):
+        raise DapoError(f"{where}: step must be a number, got {step!r:.40}")
+    return record
+
+
 def read_metrics(run_dir: str | Path) -> list[dict]:
+    """The records of ``<run_dir>/metrics.jsonl``; DapoError naming the file (and line) when
+    it is not a regular UTF-8 file of JSON objects with numeric steps."""
     path = Path(run_dir) / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    if not path.is_file():  # a FIFO would block, a device never end
+        raise DapoError(f"{path}: not a regular file")
+    if path.stat().st_size > MAX_METRICS_BYTES:
+        raise DapoError(f"{path}: larger than {MAX_METRICS_BYTES >> 30} GiB")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise DapoError(f"{path}: not UTF-8 text") from None
+    except OSError as e:
+        raise DapoError(f"cannot read {path}: {e.strerror}") from None
+    return [_record(ln, f"{path}:{n}") for n, ln in enumerate(lines, start=1) if ln.strip()]

@@ -106,7 +106,17 @@ def resolve(name: str) -> str:
 def load_tokenizer(name: str):
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(resolve(name))
+    source = resolve(name)
+    try:
+        tok = AutoTokenizer.from_pretrained(source)
+    except OSError as e:  # a hub id while offline, unreadable files
+        raise DapoError(
+            f"cannot load the tokenizer of '{name}': {str(e).splitlines()[0]}"
+        ) from None
+    except ValueError:  # transformers' word for a folder without tokenizer files
+        raise DapoError(
+            f"cannot load the tokenizer of '{name}': no tokenizer files it can read"
+        ) from None
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     return tok

@@ -182,3 +182,38 @@ def test_report_renders_in_headless_chromium(two_runs, tmp_path):
         rgb = np.array([int(hex_color[i : i + 2], 16) for i in (1, 3, 5)])
         rows = np.nonzero((np.abs(px - rgb).max(-1) <= 40).any(1))[0]
         assert len(rows) > 150 and rows.max() - rows.min() > 600, hex_color
+
+
+# --- bad metrics files: one error line each, exit 2 -------------------------------------------
+
+BAD_METRICS = {
+    "list-line": (b"[1, 2]\n", "metrics.jsonl:1: expected a JSON object, got list"),
+    "number-line": (b'{"step": 1}\n5\n', "metrics.jsonl:2: expected a JSON object, got int"),
+    "not-json": (b'{"step": 1}\n{"step": \n', "metrics.jsonl:2: not JSON"),
+    "not-utf8": (b"\xff\xfe\n", "metrics.jsonl: not UTF-8 text"),
+    "deep": (b"[" * 100_000 + b"\n", "metrics.jsonl:1: JSON nested too deeply"),
+    "text-step": (b'{"step": "x", "reward/mean": 1}\n', "metrics.jsonl:1: step must be a number"),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_METRICS))
+def test_report_on_a_bad_metrics_file_is_one_error_line(name, tmp_path, capsys):
+    from dapo_rl import cli
+
+    content, expected = BAD_METRICS[name]
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "metrics.jsonl").write_bytes(content)
+    rc = cli.main(["report", str(tmp_path / "run"), "--out", str(tmp_path / "r.html")])
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.splitlines()) == 1 and err.startswith("error: "), err
+    assert expected in err
+    assert not (tmp_path / "r.html").exists()
+
+
+def test_report_on_a_fifo_does_not_block(tmp_path):
+    import os
+
+    (tmp_path / "run").mkdir()
+    os.mkfifo(tmp_path / "run" / "metrics.jsonl")
+    with pytest.raises(DapoError, match="no metrics.jsonl"):
+        write_report([tmp_path / "run"], tmp_path / "r.html")

@@ -56,3 +56,37 @@ def chaos(completion: str, reference: str) -> float:
         case "crash":
             os.kill(os.getpid(), signal.SIGKILL)
     return 1.0 if completion == "ok" else -1.0
+
+
+def as_number(completion: str, reference: str) -> float:
+    """The completion read as the reward: "1e39" is finite in Python, inf in float32."""
+    return float(completion)
+
+
+def huge_every_third(completion: str, reference: str) -> float:
+    """1e39 (inf in float32) for a third of the completions, +1 / -1 for the rest."""
+    return (1e39, 1.0, -1.0)[len(completion) % 3]
+
+
+def forks(completion: str, reference: str) -> float:
+    """Forks as the completion asks; the reference names a file for the child's pid."""
+    match completion:
+        case "fork-return":  # the child returns too, into the scoring loop
+            os.fork()
+        case "fork-exit":  # the child exits at once, through Python's exit machinery
+            if os.fork() == 0:
+                sys.exit(0)
+        case "fork-sleep":  # the child outlives the call, holding the worker's pipes
+            pid = os.fork()
+            if pid == 0:
+                time.sleep(300)
+                os._exit(0)
+            with open(reference, "w") as f:
+                f.write(str(pid))
+        case "spawn":  # a subprocess that outlives the call
+            import subprocess
+
+            proc = subprocess.Popen(["sleep", "300"])
+            with open(reference, "w") as f:
+                f.write(str(proc.pid))
+    return 1.0

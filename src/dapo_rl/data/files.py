@@ -15,11 +15,16 @@ Layouts (``LAYOUTS``), auto-detected from the first row's fields when ``format``
 layout's answer cleaning still applies (it leaves an answer it does not recognise as is).
 ``source_format`` names the layout of a source's first row (``dapo eval`` picks a verifier by it).
 
-Every bad input raises ``DapoError`` with one line naming the file, row or field.
+Every bad input raises ``DapoError`` with one line naming the file, row or field. Hostile
+files are bounded before they are read: only regular files are opened (a FIFO would block,
+``/dev/zero`` never ends), a file may hold at most ``MAX_FILE_BYTES`` and a JSONL line at most
+``MAX_LINE_CHARS`` (read with a limit, so a huge line is never held whole), and JSON nested
+too deeply for the parser is an error line rather than a RecursionError.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -41,6 +46,8 @@ class Example:
 
 
 _THOUSANDS = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
+MAX_FILE_BYTES = 4 << 30  # a dataset file larger than this is refused before reading it
+MAX_LINE_CHARS = 16 << 20  # a JSONL row this long is not a problem with its answer
 
 
 def _thousands(answer: str) -> str:
@@ -140,21 +147,46 @@ def _example(row: Mapping, index: int, where: str, layout: Layout, name: str) ->
     return Example(problem, answer, str(index) if found is _MISSING else _text(found))
 
 
+def _loads(text: str, where: str) -> Any:
+    """``json.loads`` with nesting too deep for the parser as a DapoError."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise DapoError(f"{where}: JSON nested too deeply") from None
+
+
 def _jsonl(path: Path, lines: Iterable[str]) -> Iterator[tuple[str, Any]]:
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
-            yield f"{path}:{number}", json.loads(line)
+            yield f"{path}:{number}", _loads(line, f"{path}:{number}")
         except json.JSONDecodeError as error:
             raise DapoError(
                 f"{path}:{number}: malformed JSON line ({error.msg}, column {error.colno})"
             ) from None
 
 
+def _bounded_lines(path: Path) -> Iterator[str]:
+    """The lines of a UTF-8 file, each read with a limit of ``MAX_LINE_CHARS``."""
+    try:
+        with path.open(encoding="utf-8") as f:
+            for number in itertools.count(1):
+                line = f.readline(MAX_LINE_CHARS + 1)
+                if not line:
+                    return
+                if len(line) > MAX_LINE_CHARS:
+                    raise DapoError(
+                        f"{path}:{number}: line longer than {MAX_LINE_CHARS >> 20} Mi characters"
+                    )
+                yield line
+    except (OSError, UnicodeDecodeError) as error:
+        raise DapoError(f"cannot read {path}: {error}") from None
+
+
 def _json(path: Path, text: str) -> Iterator[tuple[str, Any]]:
     try:
-        data = json.loads(text)
+        data = _loads(text, str(path))
     except json.JSONDecodeError as error:
         if error.msg == "Extra data":  # one object per line in a .json file
             return _jsonl(path, text.splitlines())
@@ -186,13 +218,19 @@ def _file_rows(path: Path) -> Iterator[tuple[str, Any]]:
         raise DapoError(f"dataset file not found: {path}")
     if path.is_dir():
         raise DapoError(f"dataset path is a directory, not a file: {path}")
+    if not path.is_file():  # never opened: a FIFO blocks, a device never ends
+        raise DapoError(f"dataset path is not a regular file (a FIFO, device or socket): {path}")
+    if path.stat().st_size > MAX_FILE_BYTES:
+        raise DapoError(f"{path}: larger than {MAX_FILE_BYTES >> 30} GiB")
     if suffix == ".parquet":
         return _parquet(path)
+    if suffix == ".jsonl":
+        return _jsonl(path, _bounded_lines(path))
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
         raise DapoError(f"cannot read {path}: {error}") from None
-    return _jsonl(path, text.splitlines()) if suffix == ".jsonl" else _json(path, text)
+    return _json(path, text)
 
 
 def _rows(source: Any) -> tuple[str, Iterator[tuple[str, Any]]]:

@@ -10,7 +10,6 @@ lines and shown as "-" in the table.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from html import escape
@@ -65,10 +64,7 @@ def load_run(run_dir: Path, label: str) -> Run:
     path = Path(run_dir) / "metrics.jsonl"
     if not path.is_file():
         raise DapoError(f"no metrics.jsonl in run directory {run_dir}")
-    try:
-        records = read_metrics(run_dir)
-    except json.JSONDecodeError as e:
-        raise DapoError(f"{path} is not JSON lines: {e}") from e
+    records = read_metrics(run_dir)  # DapoError naming the line that is not a record
     if not records:
         raise DapoError(f"metrics.jsonl in run directory {run_dir} is empty")
     records = sorted(records, key=lambda r: r.get("step", 0))

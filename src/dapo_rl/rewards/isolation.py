@@ -2,7 +2,11 @@
 
 Choices:
 - Verifiers marked ``@bounded`` (``dapo_answer``, ``gsm8k``) read a capped tail of the text with
-  linear-time code; they run in this process, guarded only against raising and NaN scores.
+  linear-time code; they run in this process, each call still under a SIGALRM interval timer
+  of ``timeout`` seconds (the ``re`` engine checks for signals, so a pathological pattern is
+  interrupted too). That costs microseconds per call where a worker round trip costs about
+  0.1 ms (``benchmarks/verifier_timing.py``). Off the main thread, or while another interval
+  timer runs, the timer is not ours and they go to the workers like every other verifier.
 - Every other verifier (``math``, user functions, sums that include them) runs in persistent
   worker processes forked from this one. Fork means the verifier object is inherited, never
   pickled, so closures work; only texts and results cross the pipe.
@@ -15,7 +19,15 @@ Choices:
 - math-verify's own timeouts use ``signal.alarm`` (main thread only, whole seconds) and would
   reset the worker's timer, so the ``math`` verifier switches them off and relies on this one.
 - A batch is split into contiguous chunks, one per worker (up to ``MAX_WORKERS``); a worker
-  streams results back one by one, which tells this process which call is running.
+  streams results back one by one, which tells this process which call is running. A message
+  that is not the answer to the running call (a forked copy of the worker talking) fails
+  that call and replaces the worker, instead of scrambling the batch.
+- Verifiers that fork: a child that returns from the verifier ends there (``os._exit``)
+  instead of serving jobs as a second worker; children that exit are reaped after each call.
+  Each worker leads its own process group, and a worker is always ended with its whole
+  group, so what a verifier leaves running (a sleeping fork, a subprocess) ends with it: at
+  a timeout, a crash, or when the trainer exits or dies. Processes a verifier starts may
+  live across its calls (a helper server) but not beyond its worker.
 """
 
 from __future__ import annotations
@@ -24,13 +36,14 @@ import atexit
 import multiprocessing
 import multiprocessing.connection
 import os
+import pickle
 import signal
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
 
-from dapo_rl.rewards.verdict import FAILURES, Verdict, as_verdict, checked, failure
+from dapo_rl.rewards.verdict import FAILURES, STATUSES, Verdict, as_verdict, checked, failure
 
 Verifier = Callable[[str, str], Verdict]
 
@@ -38,6 +51,7 @@ MAX_WORKERS = min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffin
 MIN_CHUNK = 32  # completions per worker before another worker is worth forking
 WORKER_MEMORY = 2 << 30  # bytes a worker may allocate beyond its size at fork
 MAX_POOLS = 4  # distinct verifiers with live workers (train + eval + a spare)
+MAX_TIMEOUT = 86400.0  # seconds; a per-call limit beyond a day is no limit
 
 _IN_WORKER = False
 
@@ -74,7 +88,7 @@ def guarded(fn: Verifier, completion: str, reference: str) -> Verdict:
 
 
 def _timed(fn: Verifier, completion: str, reference: str, timeout: float) -> Verdict:
-    """``guarded`` under the worker's interval timer."""
+    """``guarded`` under an interval timer; needs ``_raise_deadline`` as the SIGALRM handler."""
     try:
         signal.setitimer(signal.ITIMER_REAL, timeout)
         try:
@@ -83,8 +97,29 @@ def _timed(fn: Verifier, completion: str, reference: str, timeout: float) -> Ver
             signal.setitimer(signal.ITIMER_REAL, 0)
     except _Deadline:
         return failure("timeout")
+    except KeyboardInterrupt:
+        raise  # Ctrl-C during in-process scoring is the trainer's, not a verdict
     except BaseException as error:  # e.g. math-verify's TimeoutException (a BaseException)
         return failure("timeout" if _is_timeout(error) else "error")
+
+
+def _in_process(fn: Verifier, jobs: list, timeout: float) -> list[Verdict] | None:
+    """Every job scored here, each under the timer; None when the timer is not ours to use."""
+    if threading.current_thread() is not threading.main_thread():
+        return None  # signals reach the main thread only
+    if signal.getitimer(signal.ITIMER_REAL)[0]:
+        return None  # someone else's timer is running
+    previous = signal.signal(signal.SIGALRM, _raise_deadline)
+    pid = os.getpid()
+    try:
+        verdicts = []
+        for completion, reference in jobs:
+            verdicts.append(_timed(fn, completion, reference, timeout))
+            if os.getpid() != pid:
+                os._exit(0)  # a verifier forked and its child returned here: it ends now
+        return verdicts
+    finally:
+        signal.signal(signal.SIGALRM, signal.SIG_DFL if previous is None else previous)
 
 
 def _raise_deadline(signum, frame):
@@ -105,24 +140,47 @@ def _limit_memory(extra: int) -> None:
         pass  # no /proc or no rlimits here: the time limit still holds
 
 
+def _reap() -> None:
+    """Collect the exit status of every child a verifier left that has ended (no zombies)."""
+    try:
+        while os.waitpid(-1, os.WNOHANG)[0]:
+            pass
+    except ChildProcessError:
+        pass  # no children left
+
+
+def _kill_group(pgid: int) -> None:
+    """SIGKILL every process of the group ``pgid`` (a worker and what it left running)."""
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass  # already gone
+
+
 def _serve(fn: Verifier, conn, parent: int) -> None:
     """Worker main loop: receive (timeout, jobs), send one (index, score, acc, status) per job."""
     global _IN_WORKER
     _IN_WORKER = True
+    me = os.getpid()
+    os.setpgid(0, 0)  # its own group: ended as one with whatever its verifier starts
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the trainer's to handle
     signal.signal(signal.SIGALRM, _raise_deadline)
     _limit_memory(WORKER_MEMORY)
     while True:
         while not conn.poll(1.0):
             if os.getppid() != parent:
-                return  # the trainer is gone
+                _kill_group(me)  # the trainer is gone: so are this worker and its leftovers
+                return
         message = conn.recv()
         if message is None:
             return
         timeout, jobs = message
         for index, completion, reference in jobs:
             v = _timed(fn, completion, reference, timeout)
+            if os.getpid() != me:
+                os._exit(0)  # a fork of the verifier returned here: it must not answer
             conn.send((index, v.score, v.acc, v.status))
+            _reap()
 
 
 def _preload() -> None:
@@ -142,6 +200,10 @@ class _Worker:
             target=_serve, args=(fn, child, os.getpid()), daemon=True, name="dapo-verifier"
         )
         self.proc.start()
+        try:
+            os.setpgid(self.proc.pid, self.proc.pid)  # also here: no race with the worker's own
+        except OSError:
+            pass  # it got there first, or has already exited
         child.close()
         self.pending: deque = deque()
         self.since = 0.0  # when the oldest pending job started, as seen from here
@@ -152,6 +214,7 @@ class _Worker:
         self.conn.send((timeout, jobs))
 
     def kill(self) -> None:
+        _kill_group(self.proc.pid)
         self.proc.kill()
         self.proc.join()
         self.conn.close()
@@ -162,10 +225,17 @@ class _Worker:
             self.proc.join(timeout=1.0)
         except OSError:
             pass
-        if self.proc.is_alive():
-            self.proc.kill()
-            self.proc.join()
-        self.conn.close()
+        self.kill()  # the group too: what its verifier left running ends with it
+
+
+def _answers(message: object, index: int) -> bool:
+    """Whether ``message`` is a worker's answer to job ``index``."""
+    return (
+        isinstance(message, tuple)
+        and len(message) == 4
+        and message[0] == index
+        and message[3] in STATUSES
+    )
 
 
 class _Pool:
@@ -205,11 +275,15 @@ class _Pool:
         worker = self.workers[k]
         try:
             while worker.pending and worker.conn.poll():
-                index, score, acc, status = worker.conn.recv()
+                message = worker.conn.recv()
+                if not _answers(message, worker.pending[0][0]):
+                    self._replace(k, "error", results, timeout)  # a forked copy talking
+                    return
+                index, score, acc, status = message
                 worker.pending.popleft()
                 results[index] = Verdict(score, acc, status)
                 worker.since = time.monotonic()
-        except (EOFError, OSError):
+        except (EOFError, OSError, pickle.UnpicklingError):
             self._replace(k, "error", results, timeout)  # crashed: segfault, OOM kill
 
     def run(self, jobs: list, timeout: float) -> dict[int, Verdict]:
@@ -292,14 +366,18 @@ def score_all(
     """
     if len(completions) != len(references):
         raise ValueError(f"{len(completions)} completions but {len(references)} references")
-    if not timeout > 0:
-        raise ValueError(f"timeout must be positive, got {timeout}")
-    if is_bounded(verifier) or in_worker():
-        verdicts = [guarded(verifier, c, r) for c, r in zip(completions, references, strict=True)]
-    elif not completions:
+    if not 0 < timeout <= MAX_TIMEOUT:  # NaN fails this too
+        raise ValueError(f"timeout must be in (0, {MAX_TIMEOUT:g}] seconds, got {timeout}")
+    pairs = list(zip(completions, references, strict=True))
+    verdicts = None
+    if in_worker():  # a term of a sum, already under the worker's timer
+        verdicts = [guarded(verifier, c, r) for c, r in pairs]
+    elif is_bounded(verifier):
+        verdicts = _in_process(verifier, pairs, timeout)
+    if verdicts is None and not pairs:
         verdicts = []
-    else:
-        jobs = [(i, c, r) for i, (c, r) in enumerate(zip(completions, references, strict=True))]
+    elif verdicts is None:
+        jobs = [(i, c, r) for i, (c, r) in enumerate(pairs)]
         pool = _pool_for(verifier)
         with pool.lock:
             results = pool.run(jobs, timeout)

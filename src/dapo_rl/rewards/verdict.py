@@ -6,6 +6,10 @@ Choices:
 - A user verifier may return a ``Verdict``, a number (acc = score > 0), a bool (+1 / -1, like
   the built-ins) or a ``(score, acc)`` pair; ``as_verdict`` is the only place that decides this.
 - A failed call (raised, timed out, non-finite score) becomes ``failure(status)``: wrong, -1.
+- "Finite" means finite in the trainer's arithmetic, not in Python's: rewards become a float32
+  tensor and a group's mean sums them, so a score beyond ``SCORE_LIMIT`` (float32's largest
+  value / 2^20: a group of up to 2^20 such scores still sums) is "nonfinite". 1e39 is a
+  finite Python float and inf in float32; it made every update NaN.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ import math
 from dataclasses import dataclass
 
 STATUSES = ("ok", "timeout", "error", "nonfinite")
+FLOAT32_MAX = 3.4028234663852886e38  # torch.finfo(torch.float32).max
+SCORE_LIMIT = FLOAT32_MAX / 2**20  # about 3.2e32
 FAILURES = STATUSES[1:]
 
 
@@ -56,8 +62,9 @@ def as_verdict(result: object) -> Verdict:
 
 
 def checked(verdict: Verdict) -> Verdict:
-    """``verdict`` with plain types, or the 'nonfinite' failure when its score is NaN/inf."""
+    """``verdict`` with plain types, or the 'nonfinite' failure when its score is NaN, inf or
+    beyond ``SCORE_LIMIT`` (too large for the trainer's float32 sums)."""
     score = float(verdict.score)
-    if not math.isfinite(score):
+    if not (math.isfinite(score) and abs(score) <= SCORE_LIMIT):
         return failure("nonfinite")
     return Verdict(score, bool(verdict.acc), verdict.status)

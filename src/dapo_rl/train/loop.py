@@ -1,9 +1,10 @@
 """The run: build every piece from a Config, evaluate, step, log, checkpoint, stop.
 
-Everything that can fail on bad input (model name, data files, verifier) is built before
-the run directory is touched, so a bad run writes nothing. The resolved config is written
-(atomically) to ``<run.dir>/config.yaml``; an existing different run is refused unless
-``resume=true`` or ``run.overwrite=true``. On resume, step records after the restored
+Everything that can fail on bad input (model name, data files, verifier, the metric sinks'
+packages) is built or checked before the run directory is touched, so a bad run writes
+nothing; ``rundir.prepare`` then locks the directory and writes the resolved config. A
+failed write during the run (full disk, a directory made read-only) ends it with one line;
+a half-written checkpoint is never resumed from. On resume, step records after the restored
 checkpoint (and a line cut short by a kill) are removed from ``metrics.jsonl`` so the log
 reads as one uninterrupted run.
 
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 import warnings
 from dataclasses import dataclass
@@ -27,20 +27,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from dapo_rl import dist, models
 from dapo_rl.alerts import check_alerts
-from dapo_rl.config import Config, flatten, sinks, to_dict
+from dapo_rl.config import Config, sinks, to_dict
 from dapo_rl.data.arithmetic import Arithmetic
 from dapo_rl.data.files import load_examples
 from dapo_rl.data.stream import PromptStream
 from dapo_rl.errors import DapoError
 from dapo_rl.eval import evaluate_sets, load_eval_files
-from dapo_rl.metrics import ConsoleSink, make_sinks, memory_metrics, read_metrics
+from dapo_rl.metrics import ConsoleSink, check_sinks, make_sinks, memory_metrics, read_metrics
 from dapo_rl.rewards import get_verifier
 from dapo_rl.rollout import HFEngine, make_engine
-from dapo_rl.train import checkpoint
+from dapo_rl.train import checkpoint, rundir
 from dapo_rl.train.sampler import Sampler, SamplerSettings
 from dapo_rl.train.signals import StopSignals
 from dapo_rl.train.step import train_step
@@ -90,6 +89,7 @@ def _datasets(cfg: Config):
 
 def build_state(cfg: Config) -> TrainState:
     """Every component of a run; raises DapoError on bad input, touching no files."""
+    check_sinks(sinks(cfg))  # tensorboard / wandb importable, before anything is written
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
     torch.manual_seed(cfg.run.seed)
@@ -126,55 +126,6 @@ def build_state(cfg: Config) -> TrainState:
     )
 
 
-def _check_resumable(saved: Path, cfg: Config) -> None:
-    """Refuse to resume a run whose saved config differs in a key a resume may not change."""
-    try:
-        tree = yaml.safe_load(saved.read_text())
-        old = flatten(tree)
-    except (OSError, yaml.YAMLError, AttributeError):
-        raise DapoError(
-            f"cannot read the saved config {saved}; pass run.overwrite=true to start over"
-        ) from None
-    defaults = flatten(to_dict(Config()))  # keys added since the run was saved: defaults
-    new = flatten(to_dict(cfg))
-    changed = [
-        k
-        for k in new
-        if old.get(k, defaults.get(k)) != new[k] and k not in checkpoint.RESUMABLE_KEYS
-    ]
-    if changed:
-        raise DapoError(
-            f"resume=true but the config differs from the saved run in {', '.join(changed)}"
-        )
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def _prepare_dir(cfg: Config) -> Path:
-    run_dir = Path(cfg.run.dir)
-    saved = run_dir / "config.yaml"
-    if saved.exists() and cfg.resume:
-        _check_resumable(saved, cfg)
-    elif saved.exists() and not cfg.run.overwrite:
-        raise DapoError(
-            f"run directory {run_dir} already holds a run: pass resume=true to continue "
-            "it or run.overwrite=true to replace it"
-        )
-    elif cfg.run.overwrite:
-        for name in ("metrics.jsonl", "checkpoints", "config.yaml"):
-            path = run_dir / name
-            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(
-                missing_ok=True
-            )
-    run_dir.mkdir(parents=True, exist_ok=True)
-    _write_atomic(saved, yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    return run_dir
-
-
 def _step_of(line: str) -> int | None:
     """The step of a metrics line; None for a line cut short by a kill."""
     try:
@@ -189,7 +140,7 @@ def _truncate_metrics(path: Path, last_step: int) -> None:
         return
     lines = path.read_text().splitlines()
     kept = [ln for ln in lines if (s := _step_of(ln)) is not None and s <= last_step]
-    _write_atomic(path, "".join(ln + "\n" for ln in kept))
+    rundir.write_atomic(path, "".join(ln + "\n" for ln in kept))
 
 
 def run_eval(state: TrainState) -> dict[str, float]:
@@ -313,7 +264,22 @@ def train(cfg: Config) -> Path:
     DapoError on bad input or after ``train.max_skipped_steps`` skipped optimizer steps.
     """
     state = build_state(cfg)
-    run_dir = _prepare_dir(cfg) if dist.is_main() else Path(cfg.run.dir)  # rank 0 writes
+    if dist.is_main():  # rank 0 writes
+        run_dir, lock = rundir.prepare(cfg)
+    else:
+        run_dir, lock = Path(cfg.run.dir), None
+    try:
+        return _train(state, run_dir)
+    except OSError as e:  # a full disk, a directory made read-only mid-run
+        where = e.filename or run_dir
+        raise DapoError(f"run stopped: {where}: {e.strerror or e}") from None
+    finally:
+        if lock is not None:
+            os.close(lock)  # releases the run directory
+
+
+def _train(state: TrainState, run_dir: Path) -> Path:
+    cfg = state.cfg
     metrics_path = run_dir / "metrics.jsonl"
     start = checkpoint.load_latest(run_dir, state, log=_warn) if cfg.resume else 0
     state.engine.sync_weights(state.model)  # a separate sampler starts from these weights
