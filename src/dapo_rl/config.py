@@ -53,14 +53,23 @@ class ModelConfig:
 class DataConfig:
     task: str = _f("arithmetic", "built-in task (arithmetic) or 'file' to train on data.path")
     path: str | None = _f(
-        None, "training file (.jsonl/.json/.parquet); setting it selects task=file"
+        None,
+        "training data (.jsonl/.json/.csv/.parquet or a datasets save_to_disk folder); "
+        "setting it selects task=file",
     )
     format: str | None = _f(
         None, "file layout (gsm8k, math500, aime, amc, asdiv, dapo17k); auto-detected when unset"
     )
     prompt_field: str | None = _f(None, "field holding the problem text (dotted path allowed)")
     answer_field: str | None = _f(None, "field holding the reference answer (dotted path allowed)")
-    template: str = _f("dapo_oneshot", "prompt template: dapo_oneshot, dapo, boxed, plain")
+    prompt_template: str | None = _f(
+        None, "the problem built from columns, e.g. '{Body} {Question}' (replaces prompt_field)"
+    )
+    template: str = _f(
+        "auto",
+        "prompt template: auto (dapo_oneshot for arithmetic, plain for chat-message or "
+        "prompt_template rows, else dapo), dapo_oneshot, dapo, boxed, plain",
+    )
     min_value: int = _f(1, "arithmetic: smallest operand")
     max_value: int = _f(20, "arithmetic: largest operand")
     num_terms: int = _f(2, "arithmetic: operands per problem")
@@ -472,6 +481,10 @@ def validate(cfg: Config) -> None:
             "algo.tis_cap needs train.recompute_old_logprobs=true (else every weight is 1)",
         ),
         (d.task in ("arithmetic", "file"), "data.task must be arithmetic or file"),
+        (
+            d.template in ("auto", "dapo_oneshot", "dapo", "boxed", "plain"),
+            "data.template must be auto, dapo_oneshot, dapo, boxed or plain",
+        ),
         (d.task != "file" or bool(d.path), "data.task=file needs data.path"),
         (1 <= d.min_value <= d.max_value, "data.min_value must be >= 1 and <= data.max_value"),
         (d.num_terms >= 2, "data.num_terms must be >= 2"),

@@ -62,7 +62,7 @@ def maj_at_k(answers: Sequence[Sequence[str | None]], acc: torch.Tensor) -> floa
 
 def _run(engine, tokenizer, examples, verifier: str, *, template, n, timeout, **sampling):
     """Generate n completions per example and score them: (acc (P, n), rollout, texts, faults)."""
-    prompts = [build_prompt(tokenizer, ex.problem, template) for ex in examples]
+    prompts = [build_prompt(tokenizer, ex, template) for ex in examples]
     ro = engine.generate(prompts, n=n, **sampling)
     texts = tokenizer.batch_decode(
         [ids[m.bool()] for ids, m in zip(ro.completion_ids, ro.mask, strict=True)],

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from dapo_rl.data.files import Example, load_examples, source_format
-from dapo_rl.data.templates import render
+from dapo_rl.data.templates import check_template
 from dapo_rl.errors import DapoError
 from dapo_rl.eval.core import evaluate
 from dapo_rl.rewards import get_verifier
@@ -65,13 +65,20 @@ def default_verifier(format: str | None) -> str:
     return DEFAULT_VERIFIERS.get(format, FALLBACK_VERIFIER)
 
 
-def load_eval_file(path: str | Path, *, limit: int | None = None, name: str | None = None):
-    """``EvalFile`` for ``path``; DapoError (one line) for a missing or unreadable file."""
-    examples = load_examples(path, limit=limit)
+def load_eval_file(
+    path: str | Path, *, limit: int | None = None, name: str | None = None, **fields
+):
+    """``EvalFile`` for ``path``; DapoError (one line) for a missing or unreadable file.
+
+    ``fields`` are ``load_examples``'s layout keywords (format, prompt_field, answer_field,
+    prompt_template): the ``data.*`` keys, the same for training and evaluation files."""
+    examples = load_examples(path, limit=limit, **fields)
     return EvalFile(name or eval_name(path), str(path), source_format(path), examples)
 
 
-def load_eval_files(spec: str | None, *, limit: int | None = None) -> tuple[EvalFile, ...]:
+def load_eval_files(
+    spec: str | None, *, limit: int | None = None, **fields
+) -> tuple[EvalFile, ...]:
     """The files of a comma-separated ``eval.path``, each with a distinct name."""
     files, seen = [], Counter()
     for path in (p.strip() for p in (spec or "").split(",")):
@@ -79,7 +86,7 @@ def load_eval_files(spec: str | None, *, limit: int | None = None) -> tuple[Eval
             continue
         name = eval_name(path)
         seen[name] += 1
-        files.append(load_eval_file(path, limit=limit, name=_numbered(name, seen[name])))
+        files.append(load_eval_file(path, limit=limit, name=_numbered(name, seen[name]), **fields))
     return tuple(files)
 
 
@@ -164,7 +171,7 @@ def run_file(
     data = load_eval_file(path, limit=limit)
     verifier = verifier or default_verifier(data.format)
     get_verifier(verifier)
-    render("", template)  # an unknown template fails here, before the model loads
+    check_template(template)  # an unknown template fails here, before the model loads
     engine, tokenizer = policy or load_policy(model, batch_size=batch_size)
     metrics = evaluate(
         engine,

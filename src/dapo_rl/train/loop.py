@@ -67,6 +67,17 @@ class TrainState:
     skipped_in_a_row: int = 0  # optimizer steps skipped for non-finite gradients, in a row
 
 
+def data_fields(cfg: Config) -> dict:
+    """The ``data.*`` layout keys, for training and held-out files alike."""
+    d = cfg.data
+    return dict(
+        format=d.format,
+        prompt_field=d.prompt_field,
+        answer_field=d.answer_field,
+        prompt_template=d.prompt_template,
+    )
+
+
 def _datasets(cfg: Config):
     d = cfg.data
     if d.task == "arithmetic":
@@ -74,11 +85,9 @@ def _datasets(cfg: Config):
         eval_set = task.held_out(0, cfg.eval.size)
         train_source = task
     else:
-        train_source = load_examples(
-            d.path, format=d.format, prompt_field=d.prompt_field, answer_field=d.answer_field
-        )
+        train_source = load_examples(d.path, **data_fields(cfg))
         eval_set = None
-    eval_files = load_eval_files(cfg.eval.path, limit=cfg.eval.size)
+    eval_files = load_eval_files(cfg.eval.path, limit=cfg.eval.size, **data_fields(cfg))
     if eval_set is None and eval_files:
         eval_set = eval_files[0].examples  # a file task: its first held-out file
     if eval_set is None:

@@ -86,7 +86,7 @@ def _sample_round(state, examples: list, st: dict, seen: dict):
     (rollout, shaped rewards (N,), raw accuracy (N,)).
     """
     cfg, a, G = state.cfg, state.cfg.algo, state.cfg.rollout.group_size
-    prompts = [build_prompt(state.tokenizer, ex.problem, cfg.data.template) for ex in examples]
+    prompts = [build_prompt(state.tokenizer, ex, cfg.data.template) for ex in examples]
     t0 = time.perf_counter()
     ro = state.engine.generate(  # 2. G completions per prompt
         prompts,
