@@ -26,7 +26,7 @@ from collections.abc import Sequence
 import torch
 
 from dapo_rl.data.templates import build_prompt
-from dapo_rl.rewards import extract_answer, get_verifier, score_all
+from dapo_rl.rewards import extract_answer, get_verifier, references, score_all
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -71,7 +71,7 @@ def _run(engine, tokenizer, examples, verifier: str, *, template, n, timeout, **
     verdicts, faults = score_all(
         get_verifier(verifier),
         texts,
-        [ex.answer for ex in examples for _ in range(n)],
+        references(examples, n),
         timeout=timeout,
     )
     acc = torch.tensor([v.acc for v in verdicts], dtype=torch.float32).view(len(examples), n)

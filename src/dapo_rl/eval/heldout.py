@@ -28,7 +28,7 @@ from dapo_rl.data.files import Example, load_examples, source_format
 from dapo_rl.data.templates import check_template
 from dapo_rl.errors import DapoError
 from dapo_rl.eval.core import evaluate
-from dapo_rl.rewards import get_verifier
+from dapo_rl.rewards import check_columns, get_verifier
 
 DEFAULT_VERIFIERS = {  # layout (data.files.LAYOUTS) -> the verifier its answers need
     "gsm8k": "gsm8k",
@@ -170,7 +170,7 @@ def run_file(
     _check(k, temperature, top_p, max_new_tokens)
     data = load_eval_file(path, limit=limit)
     verifier = verifier or default_verifier(data.format)
-    get_verifier(verifier)
+    check_columns(get_verifier(verifier), data.examples, str(path))
     check_template(template)  # an unknown template fails here, before the model loads
     engine, tokenizer = policy or load_policy(model, batch_size=batch_size)
     metrics = evaluate(

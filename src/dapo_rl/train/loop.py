@@ -38,7 +38,7 @@ from dapo_rl.data.stream import PromptStream
 from dapo_rl.errors import DapoError
 from dapo_rl.eval import evaluate_sets, load_eval_files
 from dapo_rl.metrics import ConsoleSink, make_sinks, memory_metrics, read_metrics
-from dapo_rl.rewards import get_verifier
+from dapo_rl.rewards import check_columns, get_verifier
 from dapo_rl.rollout import HFEngine, make_engine
 from dapo_rl.train import checkpoint
 from dapo_rl.train.sampler import Sampler, SamplerSettings
@@ -104,6 +104,10 @@ def build_state(cfg: Config) -> TrainState:
     torch.manual_seed(cfg.run.seed)
     stream, eval_set, eval_files = _datasets(cfg)
     verifier = get_verifier(cfg.rewards.fn)
+    train_rows = stream.source if isinstance(stream.source, list) else eval_set
+    check_columns(verifier, train_rows, cfg.data.path or "the arithmetic task")
+    for f in eval_files:
+        check_columns(verifier, f.examples, f.path)
     tokenizer = models.load_tokenizer(cfg.model.name)
     device = dist.init_from_env()  # joins the torchrun process group, if any
     model, ref_model = models.load_policy(cfg, device)  # LoRA: the reference is the base

@@ -29,7 +29,7 @@ import torch
 from dapo_rl import dist
 from dapo_rl.algo import group_advantages, keep_groups, overlong_penalty, truncation_mask
 from dapo_rl.data.templates import build_prompt
-from dapo_rl.rewards import score_all
+from dapo_rl.rewards import references, score_all
 from dapo_rl.rollout import Rollout, concat_rollouts
 from dapo_rl.train.update import batched_logprobs, policy_update
 
@@ -101,7 +101,7 @@ def _sample_round(state, examples: list, st: dict, seen: dict):
         [ids[m.bool()] for ids, m in zip(ro.completion_ids, ro.mask, strict=True)],
         skip_special_tokens=True,
     )
-    refs = [ex.answer for ex in examples for _ in range(G)]
+    refs = references(examples, G)  # the answers, carrying their rows for user rewards
     verdicts, faults = score_all(
         state.verifier, texts, refs, timeout=cfg.rewards.timeout
     )  # 3. verify
