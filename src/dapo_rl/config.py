@@ -156,7 +156,13 @@ class AlgoConfig:
 class TrainConfig:
     steps: int = _f(40, "training steps")
     lr: float = _f(1e-5, "AdamW learning rate after warm-up")
-    warmup_steps: int = _f(2, "linear warm-up steps (optimizer steps), then constant")
+    warmup_steps: int = _f(2, "linear warm-up steps (optimizer steps), then train.lr_schedule")
+    lr_schedule: str = _f(
+        "constant",
+        "after warm-up: constant, linear or cosine decay to min_lr_ratio * lr over "
+        "steps * mini_batches_per_step optimizer steps",
+    )
+    min_lr_ratio: float = _f(0.0, "linear/cosine: the last learning rate as a share of train.lr")
     weight_decay: float = _f(0.0, "AdamW weight decay")
     max_grad_norm: float = _f(1.0, "gradient-norm clip")
     mini_batches_per_step: int = _f(
@@ -446,6 +452,11 @@ def validate(cfg: Config) -> None:
         (t.steps >= 0, "train.steps must be >= 0"),
         (t.lr > 0, "train.lr must be > 0"),
         (t.warmup_steps >= 0, "train.warmup_steps must be >= 0"),
+        (
+            t.lr_schedule in ("constant", "linear", "cosine"),
+            "train.lr_schedule must be constant, linear or cosine",
+        ),
+        (0 <= t.min_lr_ratio <= 1, "train.min_lr_ratio must be in [0, 1]"),
         (t.weight_decay >= 0, "train.weight_decay must be >= 0"),
         (t.max_grad_norm > 0, "train.max_grad_norm must be > 0"),
         (t.mini_batches_per_step >= 1, "train.mini_batches_per_step must be >= 1"),

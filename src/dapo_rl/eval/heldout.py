@@ -102,26 +102,43 @@ def evaluate_sets(
     verifier: str,
     *,
     seed: int,
+    progress=None,
+    samples: list | None = None,
     **settings,
 ) -> dict:
     """``eval/<metric>`` on ``main``, ``eval/<name>/<metric>`` on each file.
 
     ``settings`` go to ``core.evaluate`` (template, max_new_tokens, k, temperature, ...).
     A list given twice (a file task's first file as ``main``) is evaluated once.
+    ``progress(name, done, total)`` hears of each set's progress; ``samples`` collects a few
+    greedy completions per set, each tagged with its ``set``.
     """
     done: dict[int, dict] = {}
 
-    def metrics(examples: list) -> dict:
+    def metrics(examples: list, name: str) -> dict:
         if id(examples) not in done:
             generator = torch.Generator().manual_seed(seed)
+            report = None if progress is None else (lambda d, t: progress(name, d, t))
+            got: list | None = None if samples is None else []
             done[id(examples)] = evaluate(
-                engine, tokenizer, examples, verifier, generator=generator, **settings
+                engine,
+                tokenizer,
+                examples,
+                verifier,
+                generator=generator,
+                progress=report,
+                samples=got,
+                **settings,
             )
+            if samples is not None:
+                samples.extend({**r, "set": name} for r in got)
         return done[id(examples)]
 
-    out = {f"eval/{key}": value for key, value in metrics(main).items()}
+    out = {f"eval/{key}": value for key, value in metrics(main, "eval").items()}
     for f in files:
-        out.update({f"eval/{f.name}/{key}": value for key, value in metrics(f.examples).items()})
+        out.update(
+            {f"eval/{f.name}/{key}": value for key, value in metrics(f.examples, f.name).items()}
+        )
     return out
 
 

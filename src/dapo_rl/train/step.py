@@ -31,6 +31,7 @@ from dapo_rl.algo import group_advantages, keep_groups, overlong_penalty, trunca
 from dapo_rl.data.templates import build_prompt
 from dapo_rl.rewards import references, score_all
 from dapo_rl.rollout import Rollout, concat_rollouts
+from dapo_rl.samples import SAMPLES_PER_STEP, sample_records
 from dapo_rl.train.update import batched_logprobs, policy_update
 
 
@@ -117,6 +118,9 @@ def _sample_round(state, examples: list, st: dict, seen: dict):
             buffer=a.overlong_buffer,
             penalty=a.overlong_penalty,
         )
+    if not getattr(state, "samples", True):  # a few to read, from the step's first round
+        pairs = list(zip(reward.tolist(), acc.tolist(), strict=True))
+        state.samples = sample_records(examples, texts, pairs, ro, SAMPLES_PER_STEP, G)
     st["reward_time"] += time.perf_counter() - t1
     st["gen_time"] += t1 - t0
     st["gen_tokens"] += int(ro.lengths.sum())
