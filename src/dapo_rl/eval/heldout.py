@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from dapo_rl.data.files import Example, load_examples, source_format
-from dapo_rl.data.templates import check_template
+from dapo_rl.data.templates import check_template, resolve
 from dapo_rl.errors import DapoError
 from dapo_rl.eval.core import evaluate
 from dapo_rl.rewards import check_columns, get_verifier
@@ -178,14 +178,18 @@ def run_file(
     seed: int = 0,
     timeout: float = 2.0,
     policy=None,
+    fields: dict | None = None,
+    progress=None,
 ) -> dict:
     """What ``dapo eval`` runs: the settings and ``core.evaluate``'s metrics, in one flat dict.
 
     Every input is checked before the model loads. ``policy`` is an (engine, tokenizer) pair
-    already loaded (``load_policy``), so several files can share one model.
+    already loaded (``load_policy``), so several files can share one model. ``fields`` are
+    the ``data.*`` layout keys (format, prompt_field, answer_field, prompt_template);
+    ``progress(done, total)`` hears of the completions generated.
     """
     _check(k, temperature, top_p, max_new_tokens)
-    data = load_eval_file(path, limit=limit)
+    data = load_eval_file(path, limit=limit, **(fields or {}))
     verifier = verifier or default_verifier(data.format)
     check_columns(get_verifier(verifier), data.examples, str(path))
     check_template(template)  # an unknown template fails here, before the model loads
@@ -202,8 +206,10 @@ def run_file(
         top_p=top_p,
         generator=torch.Generator().manual_seed(seed),
         timeout=timeout,
+        progress=progress,
     )
     settings = {"model": model, "data": str(path), "name": data.name, "format": data.format}
-    settings.update(verifier=verifier, template=template, max_new_tokens=max_new_tokens)
+    shown = resolve(template, data.examples[0])  # auto: what the file's rows get
+    settings.update(verifier=verifier, template=shown, max_new_tokens=max_new_tokens)
     settings.update(k=k, temperature=temperature, top_p=top_p, seed=seed)
     return {**settings, **metrics}
