@@ -2,7 +2,7 @@
 
 Sources: ``.jsonl``, ``.json`` (a list of objects or ``{"data": [...]}``), ``.csv`` (a header
 row, then one row per example; every value is text), ``.parquet`` (needs pyarrow, imported
-only then), a ``datasets`` ``save_to_disk`` folder (``data_folder``: read with pyarrow, no
+only then), a ``datasets`` ``save_to_disk`` folder (``readers.data_folder``: pyarrow, no
 ``datasets`` import) or an in-memory iterable of dicts, such as a HF ``datasets.Dataset``
 (anything with ``.to_list()`` or that iterates dicts).
 
@@ -27,8 +27,6 @@ Every bad input raises ``DapoError`` with one line naming the file, row or field
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 import re
@@ -38,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dapo_rl.data.readers import file_rows
 from dapo_rl.errors import DapoError
 
 MAX_COLUMN_CHARS = 20_000  # a longer column (as JSON) is left out of Example.columns
@@ -219,130 +218,11 @@ def _example(
     return Example(problem, answer, ident, context, _columns(row), template)
 
 
-def _jsonl(path: Path, lines: Iterable[str]) -> Iterator[tuple[str, Any]]:
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            yield f"{path}:{number}", json.loads(line)
-        except json.JSONDecodeError as error:
-            raise DapoError(
-                f"{path}:{number}: malformed JSON line ({error.msg}, column {error.colno})"
-            ) from None
-
-
-def _json(path: Path, text: str) -> Iterator[tuple[str, Any]]:
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as error:
-        if error.msg == "Extra data":  # one object per line in a .json file
-            return _jsonl(path, text.splitlines())
-        raise DapoError(f"{path}:{error.lineno}: malformed JSON ({error.msg})") from None
-    if isinstance(data, Mapping) and isinstance(data.get("data"), list):
-        data = data["data"]
-    if not isinstance(data, list):
-        raise DapoError(f'{path}: expected a list of objects or {{"data": [...]}}')
-    return ((f"{path} item {i}", row) for i, row in enumerate(data))
-
-
-def _parquet(path: Path) -> Iterator[tuple[str, Any]]:
-    try:
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise DapoError(f"reading {path} needs pyarrow: pip install pyarrow") from None
-    try:
-        rows = pq.read_table(path).to_pylist()
-    except Exception as error:  # pyarrow raises its own types for corrupt files
-        raise DapoError(f"{path}: cannot read parquet ({error})") from None
-    return ((f"{path} row {i}", row) for i, row in enumerate(rows))
-
-
-def _csv(path: Path, text: str) -> Iterator[tuple[str, Any]]:
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    try:
-        for row in reader:
-            where = f"{path}:{reader.line_num}"
-            if None in row:  # more values than the header has names
-                raise DapoError(f"{where}: more values than the header's {len(reader.fieldnames)}")
-            yield where, {k: v for k, v in row.items() if v is not None}
-    except csv.Error as error:
-        raise DapoError(f"{path}:{reader.line_num}: malformed CSV ({error})") from None
-
-
-def _arrow_files(folder: Path) -> list[Path]:
-    """The Arrow files a ``datasets`` ``save_to_disk`` folder lists in its state.json."""
-    if (folder / "dataset_dict.json").exists():
-        splits = sorted(p.name for p in folder.iterdir() if (p / "state.json").exists())
-        raise DapoError(
-            f"{folder} holds several splits ({', '.join(splits) or 'none'}): "
-            f"give one split's folder, e.g. {folder / (splits[0] if splits else 'train')}"
-        )
-    try:
-        state = json.loads((folder / "state.json").read_text(encoding="utf-8"))
-        names = [entry["filename"] for entry in state["_data_files"]]
-    except FileNotFoundError:
-        raise DapoError(
-            f"dataset path is a directory without state.json (not a datasets save_to_disk "
-            f"folder): {folder}"
-        ) from None
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise DapoError(f"{folder}/state.json: unreadable ({error!r})") from None
-    files = []
-    for name in names:  # only files inside the folder, as listed
-        if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
-            raise DapoError(f"{folder}/state.json: data file name {name!r} leaves the folder")
-        files.append(folder / name)
-    return files
-
-
-def data_folder(folder: Path) -> Iterator[tuple[str, Any]]:
-    """Rows of a ``datasets.Dataset.save_to_disk`` folder (Arrow IPC stream files)."""
-    try:
-        import pyarrow as pa
-    except ImportError:
-        raise DapoError(f"reading {folder} needs pyarrow: pip install pyarrow") from None
-    number = 0
-    for path in _arrow_files(folder):
-        try:
-            with pa.memory_map(str(path)) as source:
-                rows = pa.ipc.open_stream(source).read_all().to_pylist()
-        except Exception as error:  # pyarrow raises its own types for corrupt files
-            raise DapoError(f"{path}: cannot read Arrow data ({error})") from None
-        for row in rows:
-            yield f"{folder} row {number}", row
-            number += 1
-
-
-_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
-
-
-def _file_rows(path: Path) -> Iterator[tuple[str, Any]]:
-    if path.is_dir():
-        return data_folder(path)
-    suffix = path.suffix.lower()
-    if suffix not in _SUFFIXES:
-        raise DapoError(
-            f"{path}: unsupported file type '{suffix}'; use .jsonl, .json, .csv, .parquet "
-            "or a datasets save_to_disk folder"
-        )
-    if not path.exists():
-        raise DapoError(f"dataset file not found: {path}")
-    if suffix == ".parquet":
-        return _parquet(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig" if suffix == ".csv" else "utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise DapoError(f"cannot read {path}: {error}") from None
-    if suffix == ".csv":
-        return _csv(path, text)
-    return _jsonl(path, text.splitlines()) if suffix == ".jsonl" else _json(path, text)
-
-
 def _rows(source: Any) -> tuple[str, Iterator[tuple[str, Any]]]:
     """(name for messages, iterator of (location, row)) for a path or in-memory rows."""
     if isinstance(source, (str, os.PathLike)):
         path = Path(source).expanduser()
-        return str(path), _file_rows(path)
+        return str(path), file_rows(path)
     if hasattr(source, "to_list"):
         source = source.to_list()
     if isinstance(source, Mapping) and isinstance(source.get("data"), list):
