@@ -268,6 +268,9 @@ RULES = [
     ({"model.lora_alpha": 0.0}, "model.lora_alpha"),
     ({"data.task": "chess"}, "data.task"),
     ({"data.task": "file"}, "data.task"),  # file task without data.path
+    ({"data.template": "fancy"}, "data.template"),
+    ({"train.lr_schedule": "step"}, "train.lr_schedule"),
+    ({"train.min_lr_ratio": 1.5}, "train.min_lr_ratio"),
     ({"data.min_value": 0}, "data.min_value"),
     ({"data.min_value": 5, "data.max_value": 4}, "data.min_value"),
     ({"data.num_terms": 1}, "data.num_terms"),

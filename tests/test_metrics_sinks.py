@@ -150,3 +150,17 @@ print(json.dumps([before, memory_metrics()]))
     # the peak never falls and covers the memory in use (imports may have set it higher)
     assert after["mem/peak_rss"] >= before["mem/peak_rss"]
     assert after["mem/peak_rss"] >= after["mem/rss"] - 1
+
+
+def test_console_legend_names_every_short_label_and_evaluations_show_progress(capsys):
+    from dapo_rl.metrics import _CONSOLE_KEYS, LEGEND, ConsoleSink
+
+    legend = LEGEND.removeprefix("bar: ").split(" | ")
+    assert [item.split()[0] for item in legend] == list(_CONSOLE_KEYS.values())
+    console = ConsoleSink(3, enabled=True)
+    console.eval_progress("gsm8k", 40, 200)
+    assert console.bar.desc == "gsm8k 40/200" and console.bar.n == 0  # no step counted
+    console.eval_progress(None, 0, 0)
+    assert console.bar.desc == "train"
+    console.close()
+    assert "gsm8k 40/200" in capsys.readouterr().err

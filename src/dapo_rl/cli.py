@@ -2,7 +2,10 @@
 
     dapo train [--config FILE.yaml] [--preset NAME] [KEY=VALUE ...]
     dapo eval --model M --data FILE [--k 8] [--temperature 1.0] [--top-p 0.7] [--template NAME]
-              [--limit N] [--verifier NAME] [--max-new-tokens N] [--out FILE]
+              [--limit N] [--verifier NAME] [--max-new-tokens N] [--out FILE] [KEY=VALUE ...]
+              (KEY: data.*, rewards.*, rollout.* keys, as in train)
+
+Both commands are thin layers over ``dapo_rl.api`` (``make_config``, ``train``, ``evaluate``).
     dapo report RUN_DIR [RUN_DIR ...] [--out report.html] [--labels a,b]
     dapo ablate [--out DIR] [KEY=VALUE ...]
 
@@ -32,19 +35,15 @@ def _quiet_libraries() -> None:
 
 
 def _train(args: argparse.Namespace) -> None:
-    from dapo_rl import config
+    from dapo_rl import api, config
 
-    file_values = config.load_yaml(args.config) if args.config else {}
+    layers = [config.load_yaml(args.config)] if args.config else []
     overrides = dict(config.parse_override(o) for o in args.overrides)
-    if args.preset:
-        overrides["preset"] = args.preset
-    cfg = config.build(file_values=file_values, overrides=overrides)
+    cfg = api.make_config(*layers, overrides, preset=args.preset)
     # Imported only now: torch and transformers take seconds, a config error should not.
     _quiet_libraries()
-    from dapo_rl.train.loop import train
-
-    run_dir = train(cfg)
-    print(f"run written to {run_dir}")
+    result = api.train(cfg)
+    print(f"run written to {result.run_dir}")
 
 
 def _ablate(args: argparse.Namespace) -> None:
@@ -73,21 +72,29 @@ def _report(args: argparse.Namespace) -> None:
 
 
 def _eval(args: argparse.Namespace) -> None:
-    from dapo_rl.eval import result_table, run_file
+    from dapo_rl import api, config
+    from dapo_rl.eval import result_table
 
+    overrides = dict(config.parse_override(o) for o in args.overrides)
+    api.eval_settings(overrides)  # a bad key fails here, before torch loads
+    flags = {
+        "template": args.template,
+        "verifier": args.verifier,
+        "max_new_tokens": args.max_new_tokens,
+        "temperature": args.temperature,
+        "top_p": args.top_p,
+        "batch_size": args.batch_size,
+    }
     _quiet_libraries()
-    res = run_file(
+    res = api.evaluate(
+        args.model,
         args.data,
-        model=args.model,
-        verifier=args.verifier,
-        template=args.template,
-        limit=args.limit,
+        overrides,
         k=args.k,
-        temperature=args.temperature,
-        top_p=args.top_p,
-        max_new_tokens=args.max_new_tokens,
-        batch_size=args.batch_size,
+        limit=args.limit,
         seed=args.seed,
+        progress=not args.no_progress,
+        **{key: value for key, value in flags.items() if value is not None},
     )
     print(result_table(res))
     if args.out:
@@ -120,12 +127,15 @@ def _parser() -> argparse.ArgumentParser:
     e = sub.add_parser(
         "eval",
         help="evaluate a model on a held-out file",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Greedy accuracy, and with --k: avg@k, pass@k (unbiased) and maj@k, plus "
         "mean completion length and truncation rate. The verifier follows the file's layout "
         "(gsm8k, asdiv: gsm8k; math500, aime, amc: math; dapo17k: dapo_answer).",
     )
     e.add_argument("--model", default="smollm2-135m-instruct")
-    e.add_argument("--data", required=True, help="JSONL/JSON/Parquet file in a known layout")
+    e.add_argument(
+        "--data", help="data file or datasets folder (.jsonl/.json/.csv/.parquet), or data.path="
+    )
     e.add_argument(
         "--k",
         type=int,
@@ -135,21 +145,29 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument(
         "--temperature",
         type=float,
-        default=defaults.temperature,
-        help="sampling temperature for --k",
+        help=f"sampling temperature for --k (default {defaults.temperature})",
     )
-    e.add_argument("--top-p", type=float, default=defaults.top_p, help="nucleus threshold for --k")
+    e.add_argument("--top-p", type=float, help=f"nucleus threshold for --k ({defaults.top_p})")
     e.add_argument(
-        "--template", default="dapo", help="prompt template (dapo, dapo_oneshot, boxed, plain)"
+        "--template",
+        help="prompt template (auto, dapo, dapo_oneshot, boxed, plain); as data.template",
     )
     e.add_argument(
-        "--verifier", default=None, help="verifier spec (default: from the file's layout)"
+        "--verifier", help="verifier spec (default: from the file's layout); as rewards.fn"
     )
     e.add_argument("--limit", type=int, default=None, help="first N problems only")
-    e.add_argument("--max-new-tokens", type=int, default=512)
-    e.add_argument("--batch-size", type=int, default=64, help="sequences decoded together")
+    e.add_argument("--max-new-tokens", type=int, help="generation limit (default 512)")
+    e.add_argument("--batch-size", type=int, help="sequences decoded together (default 64)")
     e.add_argument("--seed", type=int, default=0, help="seed of the --k sampling")
     e.add_argument("--out", help="write the settings and metrics as JSON here")
+    e.add_argument("--no-progress", action="store_true", help="no progress bar")
+    e.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="data.* (format, prompt_field, answer_field, prompt_template, template), "
+        "rewards.* (fn, timeout) and rollout.* (max_new_tokens, temperature, top_p, batch_size)",
+    )
     e.set_defaults(func=_eval)
     a = sub.add_parser(
         "ablate",
@@ -167,7 +185,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, rest = parser.parse_known_args(argv)
+    # KEY=VALUE after options: argparse may have matched the empty list to `overrides` first
+    if rest and hasattr(args, "overrides") and all("=" in r and r[0] != "-" for r in rest):
+        args.overrides = [*args.overrides, *rest]
+    elif rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
         args.func(args)
     except DapoError as e:

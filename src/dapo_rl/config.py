@@ -28,7 +28,7 @@ from typing import Any
 
 import yaml
 
-from dapo_rl.data.templates import TEMPLATES
+from dapo_rl.data.templates import AUTO, TEMPLATES
 from dapo_rl.errors import DapoError
 from dapo_rl.rewards.isolation import MAX_TIMEOUT
 
@@ -58,14 +58,23 @@ class ModelConfig:
 class DataConfig:
     task: str = _f("arithmetic", "built-in task (arithmetic) or 'file' to train on data.path")
     path: str | None = _f(
-        None, "training file (.jsonl/.json/.parquet); setting it selects task=file"
+        None,
+        "training data (.jsonl/.json/.csv/.parquet or a datasets save_to_disk folder); "
+        "setting it selects task=file",
     )
     format: str | None = _f(
         None, "file layout (gsm8k, math500, aime, amc, asdiv, dapo17k); auto-detected when unset"
     )
     prompt_field: str | None = _f(None, "field holding the problem text (dotted path allowed)")
     answer_field: str | None = _f(None, "field holding the reference answer (dotted path allowed)")
-    template: str = _f("dapo_oneshot", "prompt template: dapo_oneshot, dapo, boxed, plain")
+    prompt_template: str | None = _f(
+        None, "the problem built from columns, e.g. '{Body} {Question}' (replaces prompt_field)"
+    )
+    template: str = _f(
+        "auto",
+        "prompt template: auto (dapo_oneshot for arithmetic, plain for chat-message or "
+        "prompt_template rows, else dapo), dapo_oneshot, dapo, boxed, plain",
+    )
     min_value: int = _f(1, "arithmetic: smallest operand")
     max_value: int = _f(20, "arithmetic: largest operand")
     num_terms: int = _f(2, "arithmetic: operands per problem")
@@ -165,7 +174,13 @@ class AlgoConfig:
 class TrainConfig:
     steps: int = _f(40, "training steps")
     lr: float = _f(1e-5, "AdamW learning rate after warm-up")
-    warmup_steps: int = _f(2, "linear warm-up steps (optimizer steps), then constant")
+    warmup_steps: int = _f(2, "linear warm-up steps (optimizer steps), then train.lr_schedule")
+    lr_schedule: str = _f(
+        "constant",
+        "after warm-up: constant, linear or cosine decay to min_lr_ratio * lr over "
+        "steps * mini_batches_per_step optimizer steps",
+    )
+    min_lr_ratio: float = _f(0.0, "linear/cosine: the last learning rate as a share of train.lr")
     weight_decay: float = _f(0.0, "AdamW weight decay")
     max_grad_norm: float = _f(1.0, "gradient-norm clip")
     mini_batches_per_step: int = _f(
@@ -489,6 +504,11 @@ def validate(cfg: Config) -> None:
         (t.steps >= 0, "train.steps must be >= 0"),
         (t.lr > 0, "train.lr must be > 0"),
         (t.warmup_steps >= 0, "train.warmup_steps must be >= 0"),
+        (
+            t.lr_schedule in ("constant", "linear", "cosine"),
+            "train.lr_schedule must be constant, linear or cosine",
+        ),
+        (0 <= t.min_lr_ratio <= 1, "train.min_lr_ratio must be in [0, 1]"),
         (t.weight_decay >= 0, "train.weight_decay must be >= 0"),
         (t.max_grad_norm > 0, "train.max_grad_norm must be > 0"),
         (t.mini_batches_per_step >= 1, "train.mini_batches_per_step must be >= 1"),
@@ -522,7 +542,10 @@ def validate(cfg: Config) -> None:
             "algo.tis_cap needs train.recompute_old_logprobs=true (else every weight is 1)",
         ),
         (d.task in ("arithmetic", "file"), "data.task must be arithmetic or file"),
-        (d.template in TEMPLATES, f"data.template must be one of {', '.join(TEMPLATES)}"),
+        (
+            d.template in (AUTO, *TEMPLATES),
+            f"data.template must be one of {', '.join((AUTO, *TEMPLATES))}",
+        ),
         (d.task != "file" or bool(d.path), "data.task=file needs data.path"),
         (1 <= d.min_value <= d.max_value, "data.min_value must be >= 1 and <= data.max_value"),
         (d.num_terms >= 2, "data.num_terms must be >= 2"),

@@ -56,6 +56,12 @@ _CONSOLE_KEYS = {
     "eval/acc": "eval",
     "time/step": "s",
 }
+# one line on the console at the start of a run: what the bar's short labels stand for
+LEGEND = (
+    "bar: R mean reward (shaped) | acc training accuracy | H entropy per token (nats) | "
+    "len mean completion tokens | zv share of groups all right or all wrong | "
+    "eval held-out accuracy | s seconds per step"
+)
 
 
 def as_float(value) -> float | None:
@@ -117,6 +123,11 @@ class ConsoleSink:
         shown = {short: f"{record[k]:.3g}" for k, short in _CONSOLE_KEYS.items() if k in record}
         self.bar.set_postfix(shown, refresh=False)
         self.bar.update(1)
+
+    def eval_progress(self, name: str | None, done: int, total: int) -> None:
+        """Show an evaluation's progress in the bar's label; ``name`` None ends it."""
+        label = "train" if name is None else f"{name} {done}/{total}"
+        self.bar.set_description_str(label, refresh=True)
 
     def note(self, text: str) -> None:
         if self.notes:  # off on all ranks but 0 of a torchrun world

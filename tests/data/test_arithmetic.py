@@ -53,7 +53,9 @@ def evaluate(problem: str) -> int:
 )
 def test_hand_examples(task, seed, index, problem, answer):
     ex = task.example(seed, index)
-    assert ex == Example(problem=problem, answer=answer, id=f"arith-{seed}-{index}")
+    assert ex == Example(
+        problem=problem, answer=answer, id=f"arith-{seed}-{index}", template="dapo_oneshot"
+    )
     assert int(ex.answer) == evaluate(ex.problem)
 
 

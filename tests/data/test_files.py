@@ -89,7 +89,10 @@ def test_in_memory_rows_and_dataset_like_objects():
         def to_list(self):
             return DAPO_ROWS
 
-    expected = [Example("Solve it. Answer: $Answer\n\nWhat is $3+4$?", "7", "q-7")]
+    # chat-message prompts carry their own instructions: the auto template is plain for them
+    expected = [
+        Example("Solve it. Answer: $Answer\n\nWhat is $3+4$?", "7", "q-7", template="plain")
+    ]
     assert load_examples(DAPO_ROWS, limit=1) == expected
     assert load_examples(FakeDataset(), limit=1) == expected
     assert load_examples(iter(DAPO_ROWS), limit=1) == expected

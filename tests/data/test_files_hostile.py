@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from dapo_rl.data import files
+from dapo_rl.data import readers
 from dapo_rl.data.files import load_examples, source_format
 from dapo_rl.errors import DapoError
 
@@ -35,13 +35,13 @@ def test_a_link_to_dev_zero_is_refused(tmp_path):
 def test_a_file_over_the_size_cap_is_refused_before_reading(tmp_path, monkeypatch):
     path = tmp_path / "data.jsonl"
     path.write_text(ROW * 10)
-    monkeypatch.setattr(files, "MAX_FILE_BYTES", len(ROW) * 10 - 1)
+    monkeypatch.setattr(readers, "MAX_FILE_BYTES", len(ROW) * 10 - 1)
     with pytest.raises(DapoError, match="data.jsonl: larger than"):
         load_examples(path)
 
 
 def test_a_line_over_the_cap_is_refused_without_holding_it(tmp_path, monkeypatch):
-    monkeypatch.setattr(files, "MAX_LINE_CHARS", 100)
+    monkeypatch.setattr(readers, "MAX_LINE_CHARS", 100)
     path = tmp_path / "data.jsonl"
     path.write_text(ROW + '{"question": "' + "x" * 1000 + '", "answer": "1"}\n')
     with pytest.raises(DapoError, match=r"data.jsonl:2: line longer than"):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 from dapo_rl.rollout import HFEngine, Rollout, concat_rollouts, sample_tokens
@@ -47,6 +49,15 @@ def test_seeded_sampling_repeats_and_batching_does_not_matter(tiny_model, tokeni
     assert not torch.equal(a.completion_ids, c.completion_ids)
 
 
+def test_decoding_uses_the_current_cache_argument(tiny_model, tokenizer):
+    # transformers 5.24 renamed forward's past_key_values to cache and warns once per call
+    # with the old name (dozens of FutureWarnings per step on the console)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        ro = _generate(tiny_model, tokenizer, max_new_tokens=4)
+    assert len(ro) == 6
+
+
 def test_sampling_logprobs_match_a_training_forward(tiny_model, tokenizer):
     ro = _generate(tiny_model, tokenizer, temperature=0.7)
     logp, _ = completion_logprobs(tiny_model, ro, temperature=0.7)
@@ -64,16 +75,16 @@ class _ScriptedLM(torch.nn.Module):
         super().__init__()
         self.stop, self.calls = stop, 0
 
-    def forward(self, input_ids, past_key_values, **kw):
+    def forward(self, input_ids, cache, **kw):
         batch = input_ids.shape[0]
         logits = torch.zeros(batch, 1, 8)
         step = self.calls
         self.calls += 1
         if step == 1:  # the first decoding step: tag each row in the cache with its number
             tag = torch.arange(batch, dtype=torch.float32).view(batch, 1, 1, 1)
-            past_key_values.update(tag, tag, 0)
+            cache.update(tag, tag, 0)
         # the engine drops ended rows from the batch and the cache: the tags follow the rows
-        rows = past_key_values.layers[0].keys[:, 0, 0, 0].long() if step else range(batch)
+        rows = cache.layers[0].keys[:, 0, 0, 0].long() if step else range(batch)
         for i, row in enumerate(rows):
             logits[i, 0, 2 if step >= self.stop[int(row) % len(self.stop)] else 5] = 10.0
         return type("Out", (), {"logits": logits})()

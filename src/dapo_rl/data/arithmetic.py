@@ -33,7 +33,12 @@ class Arithmetic:
 
     def example(self, seed: int, index: int) -> Example:
         expr, value = self.problem(random.Random(f"{seed}:{index}"))
-        return Example(problem=f"What is {expr}?", answer=str(value), id=f"arith-{seed}-{index}")
+        return Example(
+            problem=f"What is {expr}?",
+            answer=str(value),
+            id=f"arith-{seed}-{index}",
+            template="dapo_oneshot",  # its worked example is arithmetic: for this task only
+        )
 
     def held_out(self, seed: int, size: int) -> list[Example]:
         """``size`` distinct problems from the evaluation seed space (fewer if it is small)."""
@@ -42,7 +47,9 @@ class Arithmetic:
             ex = self.example(seed + _EVAL_SEED_OFFSET, i)
             if ex.problem not in seen:
                 seen.add(ex.problem)
-                out.append(Example(ex.problem, ex.answer, f"arith-eval-{len(out)}"))
+                out.append(
+                    Example(ex.problem, ex.answer, f"arith-eval-{len(out)}", template=ex.template)
+                )
             if len(out) == size:
                 break
         return out

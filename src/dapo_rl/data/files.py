@@ -1,8 +1,10 @@
 """Dataset files: every supported layout read into ``Example(problem, answer, id)`` rows.
 
-Sources: ``.jsonl``, ``.json`` (a list of objects or ``{"data": [...]}``), ``.parquet`` (needs
-pyarrow, imported only then) or an in-memory iterable of dicts, such as a HF
-``datasets.Dataset`` (anything with ``.to_list()`` or that iterates dicts).
+Sources: ``.jsonl``, ``.json`` (a list of objects or ``{"data": [...]}``), ``.csv`` (a header
+row, then one row per example; every value is text), ``.parquet`` (needs pyarrow, imported
+only then), a ``datasets`` ``save_to_disk`` folder (``readers.data_folder``: pyarrow, no
+``datasets`` import) or an in-memory iterable of dicts, such as a HF ``datasets.Dataset``
+(anything with ``.to_list()`` or that iterates dicts).
 
 Layouts (``LAYOUTS``), auto-detected from the first row's fields when ``format`` is None:
 - ``gsm8k``: question / answer, a worked solution ending ``#### 72`` -> "72";
@@ -13,27 +15,36 @@ Layouts (``LAYOUTS``), auto-detected from the first row's fields when ``format``
   even when it already holds the DAPO instructions; answer = ``reward_model.ground_truth``.
 ``prompt_field`` / ``answer_field`` (dotted paths allowed) replace the layout's fields; the
 layout's answer cleaning still applies (it leaves an answer it does not recognise as is).
+``prompt_template`` builds the problem from any columns instead: ``"{Body} {Question}"``.
+A prompt field holding chat messages gives its last user message as the problem and keeps
+the messages before it (a system prompt, earlier turns) as ``Example.context``.
+Every example carries its row's top-level columns (``Example.columns``, for reward
+functions that take them), each kept only up to ``MAX_COLUMN_CHARS`` of JSON.
 ``source_format`` names the layout of a source's first row (``dapo eval`` picks a verifier by it).
 
 Every bad input raises ``DapoError`` with one line naming the file, row or field. Hostile
-files are bounded before they are read: only regular files are opened (a FIFO would block,
-``/dev/zero`` never ends), a file may hold at most ``MAX_FILE_BYTES`` and a JSONL line at most
-``MAX_LINE_CHARS`` (read with a limit, so a huge line is never held whole), and JSON nested
-too deeply for the parser is an error line rather than a RecursionError.
+files are bounded before they are read (``readers``): only regular files are opened (a FIFO
+would block, ``/dev/zero`` never ends), a file may hold at most ``MAX_FILE_BYTES`` and a JSONL
+line at most ``MAX_LINE_CHARS`` (read with a limit, so a huge line is never held whole), and
+JSON nested too deeply for the parser is an error line rather than a RecursionError.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import re
+import string
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dapo_rl.data.readers import file_rows
 from dapo_rl.errors import DapoError
+
+MAX_COLUMN_CHARS = 20_000  # a longer column (as JSON) is left out of Example.columns
+MAX_COLUMNS = 64  # columns kept per row, in the row's order
 
 
 @dataclass(frozen=True)
@@ -43,11 +54,15 @@ class Example:
     problem: str  # the problem text shown to the model (before any prompt template)
     answer: str  # the reference answer passed to the verifier
     id: str  # stable id (row index if the file has none)
+    # chat messages before the problem's user turn: ((role, content), ...), system first
+    context: tuple[tuple[str, str], ...] = ()
+    # the row's columns as plain JSON values, for rewards that ask for them by name
+    columns: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    # the template a data.template=auto run uses for this row (None: dapo)
+    template: str | None = None
 
 
 _THOUSANDS = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
-MAX_FILE_BYTES = 4 << 30  # a dataset file larger than this is refused before reading it
-MAX_LINE_CHARS = 16 << 20  # a JSONL row this long is not a problem with its answer
 
 
 def _thousands(answer: str) -> str:
@@ -113,21 +128,72 @@ def _field(row: Mapping, path: str) -> Any:
     return _MISSING if value is None else value
 
 
+def _plain(value: Any) -> Any:
+    return value.tolist() if hasattr(value, "tolist") else value  # numpy from pandas/arrow
+
+
+def _is_chat(value: Any) -> bool:
+    value = _plain(value)
+    return isinstance(value, list) and bool(value) and all(isinstance(m, Mapping) for m in value)
+
+
+def _chat(value: list) -> tuple[str, tuple[tuple[str, str], ...]]:
+    """(last user message, the messages before it); messages after it are dropped."""
+    last = max((i for i, m in enumerate(value) if m.get("role") == "user"), default=len(value) - 1)
+    context = tuple((str(m.get("role", "user")), _text(m.get("content", ""))) for m in value[:last])
+    return _text(value[last].get("content", "")), context
+
+
 def _text(value: Any) -> str:
     """A field value as text: chat messages -> the user message, 27.0 -> "27"."""
-    if hasattr(value, "tolist"):
-        value = value.tolist()  # numpy arrays and scalars from pandas-backed datasets
+    value = _plain(value)
     if isinstance(value, list) and len(value) == 1 and not isinstance(value[0], Mapping):
         value = value[0]
-    if isinstance(value, list) and value and all(isinstance(m, Mapping) for m in value):
-        users = [m for m in value if m.get("role") == "user"] or value
-        value = users[-1].get("content", "")
+    if _is_chat(value):
+        return _chat(value)[0]
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     return value.strip() if isinstance(value, str) else str(value)
 
 
-def _example(row: Mapping, index: int, where: str, layout: Layout, name: str) -> Example:
+def _columns(row: Mapping) -> dict[str, Any]:
+    """The row's top-level columns as JSON values, each at most ``MAX_COLUMN_CHARS`` long."""
+    out = {}
+    for key, value in list(row.items())[:MAX_COLUMNS]:
+        try:
+            text = json.dumps(_plain(value), default=str)
+        except (TypeError, ValueError):
+            continue
+        if len(text) <= MAX_COLUMN_CHARS:
+            out[str(key)] = json.loads(text)  # a private copy: plain dicts, lists, scalars
+    return out
+
+
+def fill_template(template: str, row: Mapping, need: Callable[[str], Any]) -> str:
+    """``data.prompt_template`` with each ``{column}`` (dotted paths allowed) filled from
+    ``row``; ``{{`` and ``}}`` are literal braces. Conversions, format specs and indexing are
+    refused: the template names columns, nothing else."""
+    out = []
+    try:
+        parts = list(string.Formatter().parse(template))
+    except ValueError as error:
+        raise DapoError(f"data.prompt_template {template!r}: {error}") from None
+    for literal, name, spec, conversion in parts:
+        out.append(literal)
+        if name is None:
+            continue
+        if not name or spec or conversion or "[" in name:
+            raise DapoError(
+                f"data.prompt_template {template!r}: write each column as {{name}}, without "
+                "conversions (!r), formats (:>9) or indexing ([0])"
+            )
+        out.append(_text(need(name)))
+    return "".join(out).strip()
+
+
+def _example(
+    row: Mapping, index: int, where: str, layout: Layout, name: str, prompt_template: str | None
+) -> Example:
     def need(path: str) -> Any:
         value = _field(row, path)
         if value is _MISSING:
@@ -137,107 +203,30 @@ def _example(row: Mapping, index: int, where: str, layout: Layout, name: str) ->
             )
         return value
 
-    problem = " ".join(p for p in (_text(need(f)) for f in layout.prompt) if p)
+    context: tuple[tuple[str, str], ...] = ()
+    template = "plain" if prompt_template else None  # the user wrote the whole prompt
+    if prompt_template:
+        problem = fill_template(prompt_template, row, need)
+    elif len(layout.prompt) == 1 and _is_chat(need(layout.prompt[0])):
+        problem, context = _chat(_plain(need(layout.prompt[0])))
+        template = "plain"  # chat prompts carry their own instructions
+    else:
+        problem = " ".join(p for p in (_text(need(f)) for f in layout.prompt) if p)
     answer = layout.clean(_text(need(layout.answer)))
     if not problem or not answer:
         empty = "problem" if not problem else f"answer ('{layout.answer}')"
         raise DapoError(f"{where}: empty {empty}")
     ids = (_field(row, f) for f in layout.ids)
     found = next((v for v in ids if v is not _MISSING), _MISSING)
-    return Example(problem, answer, str(index) if found is _MISSING else _text(found))
-
-
-def _loads(text: str, where: str) -> Any:
-    """``json.loads`` with nesting too deep for the parser as a DapoError."""
-    try:
-        return json.loads(text)
-    except RecursionError:
-        raise DapoError(f"{where}: JSON nested too deeply") from None
-
-
-def _jsonl(path: Path, lines: Iterable[str]) -> Iterator[tuple[str, Any]]:
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            yield f"{path}:{number}", _loads(line, f"{path}:{number}")
-        except json.JSONDecodeError as error:
-            raise DapoError(
-                f"{path}:{number}: malformed JSON line ({error.msg}, column {error.colno})"
-            ) from None
-
-
-def _bounded_lines(path: Path) -> Iterator[str]:
-    """The lines of a UTF-8 file, each read with a limit of ``MAX_LINE_CHARS``."""
-    try:
-        with path.open(encoding="utf-8") as f:
-            for number in itertools.count(1):
-                line = f.readline(MAX_LINE_CHARS + 1)
-                if not line:
-                    return
-                if len(line) > MAX_LINE_CHARS:
-                    raise DapoError(
-                        f"{path}:{number}: line longer than {MAX_LINE_CHARS >> 20} Mi characters"
-                    )
-                yield line
-    except (OSError, UnicodeDecodeError) as error:
-        raise DapoError(f"cannot read {path}: {error}") from None
-
-
-def _json(path: Path, text: str) -> Iterator[tuple[str, Any]]:
-    try:
-        data = _loads(text, str(path))
-    except json.JSONDecodeError as error:
-        if error.msg == "Extra data":  # one object per line in a .json file
-            return _jsonl(path, text.splitlines())
-        raise DapoError(f"{path}:{error.lineno}: malformed JSON ({error.msg})") from None
-    if isinstance(data, Mapping) and isinstance(data.get("data"), list):
-        data = data["data"]
-    if not isinstance(data, list):
-        raise DapoError(f'{path}: expected a list of objects or {{"data": [...]}}')
-    return ((f"{path} item {i}", row) for i, row in enumerate(data))
-
-
-def _parquet(path: Path) -> Iterator[tuple[str, Any]]:
-    try:
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise DapoError(f"reading {path} needs pyarrow: pip install pyarrow") from None
-    try:
-        rows = pq.read_table(path).to_pylist()
-    except Exception as error:  # pyarrow raises its own types for corrupt files
-        raise DapoError(f"{path}: cannot read parquet ({error})") from None
-    return ((f"{path} row {i}", row) for i, row in enumerate(rows))
-
-
-def _file_rows(path: Path) -> Iterator[tuple[str, Any]]:
-    suffix = path.suffix.lower()
-    if suffix not in (".jsonl", ".json", ".parquet"):
-        raise DapoError(f"{path}: unsupported file type '{suffix}'; use .jsonl, .json or .parquet")
-    if not path.exists():
-        raise DapoError(f"dataset file not found: {path}")
-    if path.is_dir():
-        raise DapoError(f"dataset path is a directory, not a file: {path}")
-    if not path.is_file():  # never opened: a FIFO blocks, a device never ends
-        raise DapoError(f"dataset path is not a regular file (a FIFO, device or socket): {path}")
-    if path.stat().st_size > MAX_FILE_BYTES:
-        raise DapoError(f"{path}: larger than {MAX_FILE_BYTES >> 30} GiB")
-    if suffix == ".parquet":
-        return _parquet(path)
-    if suffix == ".jsonl":
-        return _jsonl(path, _bounded_lines(path))
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise DapoError(f"cannot read {path}: {error}") from None
-    return _json(path, text)
+    ident = str(index) if found is _MISSING else _text(found)
+    return Example(problem, answer, ident, context, _columns(row), template)
 
 
 def _rows(source: Any) -> tuple[str, Iterator[tuple[str, Any]]]:
     """(name for messages, iterator of (location, row)) for a path or in-memory rows."""
     if isinstance(source, (str, os.PathLike)):
         path = Path(source).expanduser()
-        return str(path), _file_rows(path)
+        return str(path), file_rows(path)
     if hasattr(source, "to_list"):
         source = source.to_list()
     if isinstance(source, Mapping) and isinstance(source.get("data"), list):
@@ -249,23 +238,26 @@ def _rows(source: Any) -> tuple[str, Iterator[tuple[str, Any]]]:
     return "in-memory rows", ((f"row {i}", row) for i, row in enumerate(source))
 
 
-def _layout(format: str | None, first: Mapping, where: str, prompt_field, answer_field):
+def _layout(
+    format: str | None, first: Mapping, where: str, prompt_field, answer_field, prompt_template
+):
     """(layout name, Layout) from ``format`` or the first row, with field overrides applied."""
     if format is not None:
         name = _ALIASES.get(format.lower(), format.lower())
         if name not in LAYOUTS:
             raise DapoError(f"unknown dataset format '{format}': use one of {', '.join(LAYOUTS)}")
-    elif prompt_field and answer_field:
+    elif (prompt_field or prompt_template) and answer_field:
         name = "custom"
     else:
         name = detect_format(first)
         if name is None:
             raise DapoError(
                 f"{where}: cannot tell the dataset format from fields "
-                f"{', '.join(map(str, first))}; set format ({', '.join(LAYOUTS)}) "
-                "or prompt_field and answer_field"
+                f"{', '.join(map(str, first))}; set data.format ({', '.join(LAYOUTS)}), or "
+                "data.answer_field with data.prompt_field or data.prompt_template"
             )
-    layout = LAYOUTS.get(name, Layout((prompt_field,), answer_field, ("id", "idx", "unique_id")))
+    custom = Layout((prompt_field or "",), answer_field, ("id", "idx", "unique_id"))
+    layout = LAYOUTS.get(name, custom)
     return name, Layout(
         (prompt_field,) if prompt_field else layout.prompt,
         answer_field or layout.answer,
@@ -289,6 +281,7 @@ def load_examples(
     format: str | None = None,
     prompt_field: str | None = None,
     answer_field: str | None = None,
+    prompt_template: str | None = None,
     limit: int | None = None,
 ) -> list[Example]:
     """Examples from a dataset file or in-memory rows; the first ``limit`` rows if given.
@@ -307,8 +300,10 @@ def load_examples(
         if not isinstance(row, Mapping):
             raise DapoError(f"{where}: expected an object with fields, got {type(row).__name__}")
         if layout is None:
-            layout_name, layout = _layout(format, row, where, prompt_field, answer_field)
-        examples.append(_example(row, index, where, layout, layout_name))
+            layout_name, layout = _layout(
+                format, row, where, prompt_field, answer_field, prompt_template
+            )
+        examples.append(_example(row, index, where, layout, layout_name, prompt_template))
     if not examples:
         raise DapoError(f"{name}: no rows to load")
     return examples

@@ -8,10 +8,18 @@ Named templates:
   temperature 1.0: 40% correct with this template, 0.6% with ``dapo``).
 - ``boxed``: reason step by step and put the final answer in ``\\boxed{}``.
 - ``plain``: the problem text alone.
-The user message goes through the tokenizer's chat template when it has one.
+- ``auto`` (``data.template``'s default): each example's own choice (``Example.template``):
+  ``dapo_oneshot`` for the built-in arithmetic task (its worked example is arithmetic),
+  ``plain`` for rows whose prompt is chat messages or built by ``data.prompt_template``
+  (they carry their own instructions), ``dapo`` for every other file row.
+An example's earlier chat messages (``context``) are kept: system messages first, then the
+template's worked example, then the earlier turns, then the problem's user message.
+The messages go through the tokenizer's chat template when it has one.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from dapo_rl.errors import DapoError
 
@@ -25,26 +33,49 @@ _ONESHOT_EXAMPLE = ("What is 12 + 7?", "12 + 7 = 19.\nAnswer: 19")
 _BOXED = "{problem}\n\nPlease reason step by step, and put your final answer within \\boxed{{}}."
 
 TEMPLATES = {"dapo": _DAPO, "dapo_oneshot": _ANSWER_LINE, "boxed": _BOXED, "plain": "{problem}"}
+AUTO = "auto"
 _EXAMPLES = {"dapo_oneshot": [_ONESHOT_EXAMPLE]}
 
 
-def render(problem: str, template: str) -> list[dict[str, str]]:
-    """The chat messages for ``problem`` under a named template (examples first)."""
-    if template not in TEMPLATES:
-        raise DapoError(f"unknown template '{template}': use one of {', '.join(TEMPLATES)}")
-    fmt = TEMPLATES[template]
-    messages = []
-    for question, answer in _EXAMPLES.get(template, []):
+def check_template(template: str) -> None:
+    if template != AUTO and template not in TEMPLATES:
+        names = ", ".join([AUTO, *TEMPLATES])
+        raise DapoError(f"unknown template '{template}': use one of {names}")
+
+
+def resolve(template: str, example=None) -> str:
+    """The named template used for ``example``: ``auto`` becomes the example's own choice."""
+    check_template(template)
+    if template != AUTO:
+        return template
+    return getattr(example, "template", None) or "dapo"
+
+
+def render(
+    problem: str, template: str, context: Sequence[tuple[str, str]] = ()
+) -> list[dict[str, str]]:
+    """The chat messages for ``problem`` under a named template, after ``context``'s system
+    messages, the template's worked examples and ``context``'s other turns."""
+    fmt = TEMPLATES[resolve(template)]
+    messages = [{"role": r, "content": c} for r, c in context if r == "system"]
+    for question, answer in _EXAMPLES.get(resolve(template), []):
         messages += [
             {"role": "user", "content": fmt.format(problem=question)},
             {"role": "assistant", "content": answer},
         ]
+    messages += [{"role": r, "content": c} for r, c in context if r != "system"]
     return messages + [{"role": "user", "content": fmt.format(problem=problem)}]
 
 
-def build_prompt(tokenizer, problem: str, template: str) -> str:
-    """Full prompt text: the messages through the chat template, or joined plainly without one."""
-    messages = render(problem, template)
+def build_prompt(tokenizer, problem, template: str) -> str:
+    """Full prompt text: the messages through the chat template, or joined plainly without one.
+
+    ``problem`` is the problem text or an ``Example`` (whose context and own template choice
+    are then used)."""
+    if isinstance(problem, str):
+        messages = render(problem, template)
+    else:
+        messages = render(problem.problem, resolve(template, problem), problem.context)
     if getattr(tokenizer, "chat_template", None):
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     return "\n\n".join(m["content"] for m in messages)

@@ -26,7 +26,9 @@ from collections.abc import Sequence
 import torch
 
 from dapo_rl.data.templates import build_prompt
-from dapo_rl.rewards import extract_answer, get_verifier, score_all
+from dapo_rl.rewards import extract_answer, get_verifier, references, score_all
+from dapo_rl.rollout import concat_rollouts
+from dapo_rl.samples import SAMPLES_PER_EVAL, sample_records
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -60,10 +62,27 @@ def maj_at_k(answers: Sequence[Sequence[str | None]], acc: torch.Tensor) -> floa
     return hits / len(answers)
 
 
-def _run(engine, tokenizer, examples, verifier: str, *, template, n, timeout, **sampling):
+def _generate(engine, prompts: list[str], n: int, progress, **sampling):
+    """``engine.generate``; with ``progress`` in the engine's own batches, reporting each.
+
+    The batches are those ``HFEngine.generate`` makes (``batch_size // n`` prompts), drawing
+    from the generator in the same order, so reporting progress changes no sample."""
+    if progress is None:
+        return engine.generate(prompts, n=n, **sampling)
+    per = max(1, (sampling.get("batch_size") or getattr(engine, "batch_size", 64)) // n)
+    parts = []
+    for start in range(0, len(prompts), per):
+        parts.append(engine.generate(prompts[start : start + per], n=n, **sampling))
+        progress(min(start + per, len(prompts)) * n)
+    return concat_rollouts(parts, getattr(engine, "pad_id", 0))
+
+
+def _run(
+    engine, tokenizer, examples, verifier: str, *, template, n, timeout, progress=None, **sampling
+):
     """Generate n completions per example and score them: (acc (P, n), rollout, texts, faults)."""
-    prompts = [build_prompt(tokenizer, ex.problem, template) for ex in examples]
-    ro = engine.generate(prompts, n=n, **sampling)
+    prompts = [build_prompt(tokenizer, ex, template) for ex in examples]
+    ro = _generate(engine, prompts, n, progress, **sampling)
     texts = tokenizer.batch_decode(
         [ids[m.bool()] for ids, m in zip(ro.completion_ids, ro.mask, strict=True)],
         skip_special_tokens=True,
@@ -71,11 +90,11 @@ def _run(engine, tokenizer, examples, verifier: str, *, template, n, timeout, **
     verdicts, faults = score_all(
         get_verifier(verifier),
         texts,
-        [ex.answer for ex in examples for _ in range(n)],
+        references(examples, n),
         timeout=timeout,
     )
     acc = torch.tensor([v.acc for v in verdicts], dtype=torch.float32).view(len(examples), n)
-    return acc, ro, texts, faults
+    return acc, ro, texts, faults, verdicts
 
 
 def _sampled(acc: torch.Tensor, ro, texts: list[str], verifier: str, k: int) -> dict:
@@ -108,15 +127,21 @@ def evaluate(
     generator=None,
     timeout: float = 2.0,
     batch_size: int | None = None,
+    progress=None,
+    samples: list | None = None,
 ) -> dict:
     """Metrics of ``engine``'s policy on ``examples`` (keys without the ``eval/`` prefix).
 
     ``verifier`` is a spec for ``rewards.get_verifier`` (it also names the answer extraction
     used for maj@k). ``engine.generate`` returns a ``rollout.Rollout`` with n completions per
     prompt in contiguous rows; ``tokenizer.batch_decode`` turns completions into text.
+    ``progress(done, total)``, if given, hears of the completions generated so far;
+    ``samples``, if given, receives ``SAMPLES_PER_EVAL`` greedy completions as records.
     """
+    total = len(examples) * (1 + k)
+    report = None if progress is None else (lambda done: progress(done, total))
     common = {"template": template, "timeout": timeout, "batch_size": batch_size}
-    acc, ro, _, faults = _run(
+    acc, ro, texts, faults, verdicts = _run(
         engine,
         tokenizer,
         examples,
@@ -124,8 +149,11 @@ def evaluate(
         n=1,
         max_new_tokens=max_new_tokens,
         temperature=0.0,
+        progress=report,
         **common,
     )
+    if samples is not None:
+        samples += sample_records(examples, texts, verdicts, ro, SAMPLES_PER_EVAL)
     out = {
         "acc": float(acc.mean()),
         "len_mean": float(ro.lengths.float().mean()),
@@ -133,7 +161,9 @@ def evaluate(
     }
     timeouts = faults.get("timeout", 0)
     if k > 0:
-        acc_k, ro_k, texts, faults_k = _run(
+        greedy = len(examples)
+        report_k = None if progress is None else (lambda done: progress(greedy + done, total))
+        acc_k, ro_k, texts, faults_k, _ = _run(
             engine,
             tokenizer,
             examples,
@@ -143,6 +173,7 @@ def evaluate(
             temperature=temperature,
             top_p=top_p,
             generator=generator,
+            progress=report_k,
             **common,
         )
         out.update(_sampled(acc_k, ro_k, texts, verifier, k))

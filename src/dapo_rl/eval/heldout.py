@@ -25,10 +25,10 @@ from pathlib import Path
 import torch
 
 from dapo_rl.data.files import Example, load_examples, source_format
-from dapo_rl.data.templates import render
+from dapo_rl.data.templates import check_template, resolve
 from dapo_rl.errors import DapoError
 from dapo_rl.eval.core import evaluate
-from dapo_rl.rewards import get_verifier
+from dapo_rl.rewards import check_columns, get_verifier
 
 DEFAULT_VERIFIERS = {  # layout (data.files.LAYOUTS) -> the verifier its answers need
     "gsm8k": "gsm8k",
@@ -65,13 +65,20 @@ def default_verifier(format: str | None) -> str:
     return DEFAULT_VERIFIERS.get(format, FALLBACK_VERIFIER)
 
 
-def load_eval_file(path: str | Path, *, limit: int | None = None, name: str | None = None):
-    """``EvalFile`` for ``path``; DapoError (one line) for a missing or unreadable file."""
-    examples = load_examples(path, limit=limit)
+def load_eval_file(
+    path: str | Path, *, limit: int | None = None, name: str | None = None, **fields
+):
+    """``EvalFile`` for ``path``; DapoError (one line) for a missing or unreadable file.
+
+    ``fields`` are ``load_examples``'s layout keywords (format, prompt_field, answer_field,
+    prompt_template): the ``data.*`` keys, the same for training and evaluation files."""
+    examples = load_examples(path, limit=limit, **fields)
     return EvalFile(name or eval_name(path), str(path), source_format(path), examples)
 
 
-def load_eval_files(spec: str | None, *, limit: int | None = None) -> tuple[EvalFile, ...]:
+def load_eval_files(
+    spec: str | None, *, limit: int | None = None, **fields
+) -> tuple[EvalFile, ...]:
     """The files of a comma-separated ``eval.path``, each with a distinct name."""
     files, seen = [], Counter()
     for path in (p.strip() for p in (spec or "").split(",")):
@@ -79,7 +86,7 @@ def load_eval_files(spec: str | None, *, limit: int | None = None) -> tuple[Eval
             continue
         name = eval_name(path)
         seen[name] += 1
-        files.append(load_eval_file(path, limit=limit, name=_numbered(name, seen[name])))
+        files.append(load_eval_file(path, limit=limit, name=_numbered(name, seen[name]), **fields))
     return tuple(files)
 
 
@@ -95,26 +102,43 @@ def evaluate_sets(
     verifier: str,
     *,
     seed: int,
+    progress=None,
+    samples: list | None = None,
     **settings,
 ) -> dict:
     """``eval/<metric>`` on ``main``, ``eval/<name>/<metric>`` on each file.
 
     ``settings`` go to ``core.evaluate`` (template, max_new_tokens, k, temperature, ...).
     A list given twice (a file task's first file as ``main``) is evaluated once.
+    ``progress(name, done, total)`` hears of each set's progress; ``samples`` collects a few
+    greedy completions per set, each tagged with its ``set``.
     """
     done: dict[int, dict] = {}
 
-    def metrics(examples: list) -> dict:
+    def metrics(examples: list, name: str) -> dict:
         if id(examples) not in done:
             generator = torch.Generator().manual_seed(seed)
+            report = None if progress is None else (lambda d, t: progress(name, d, t))
+            got: list | None = None if samples is None else []
             done[id(examples)] = evaluate(
-                engine, tokenizer, examples, verifier, generator=generator, **settings
+                engine,
+                tokenizer,
+                examples,
+                verifier,
+                generator=generator,
+                progress=report,
+                samples=got,
+                **settings,
             )
+            if samples is not None:
+                samples.extend({**r, "set": name} for r in got)
         return done[id(examples)]
 
-    out = {f"eval/{key}": value for key, value in metrics(main).items()}
+    out = {f"eval/{key}": value for key, value in metrics(main, "eval").items()}
     for f in files:
-        out.update({f"eval/{f.name}/{key}": value for key, value in metrics(f.examples).items()})
+        out.update(
+            {f"eval/{f.name}/{key}": value for key, value in metrics(f.examples, f.name).items()}
+        )
     return out
 
 
@@ -154,17 +178,21 @@ def run_file(
     seed: int = 0,
     timeout: float = 2.0,
     policy=None,
+    fields: dict | None = None,
+    progress=None,
 ) -> dict:
     """What ``dapo eval`` runs: the settings and ``core.evaluate``'s metrics, in one flat dict.
 
     Every input is checked before the model loads. ``policy`` is an (engine, tokenizer) pair
-    already loaded (``load_policy``), so several files can share one model.
+    already loaded (``load_policy``), so several files can share one model. ``fields`` are
+    the ``data.*`` layout keys (format, prompt_field, answer_field, prompt_template);
+    ``progress(done, total)`` hears of the completions generated.
     """
     _check(k, temperature, top_p, max_new_tokens)
-    data = load_eval_file(path, limit=limit)
+    data = load_eval_file(path, limit=limit, **(fields or {}))
     verifier = verifier or default_verifier(data.format)
-    get_verifier(verifier)
-    render("", template)  # an unknown template fails here, before the model loads
+    check_columns(get_verifier(verifier), data.examples, str(path))
+    check_template(template)  # an unknown template fails here, before the model loads
     engine, tokenizer = policy or load_policy(model, batch_size=batch_size)
     metrics = evaluate(
         engine,
@@ -178,8 +206,10 @@ def run_file(
         top_p=top_p,
         generator=torch.Generator().manual_seed(seed),
         timeout=timeout,
+        progress=progress,
     )
     settings = {"model": model, "data": str(path), "name": data.name, "format": data.format}
-    settings.update(verifier=verifier, template=template, max_new_tokens=max_new_tokens)
+    shown = resolve(template, data.examples[0])  # auto: what the file's rows get
+    settings.update(verifier=verifier, template=shown, max_new_tokens=max_new_tokens)
     settings.update(k=k, temperature=temperature, top_p=top_p, seed=seed)
     return {**settings, **metrics}

@@ -17,17 +17,26 @@ from dapo_rl.rewards.dapo import dapo_answer
 from dapo_rl.rewards.extract import extract_answer
 from dapo_rl.rewards.gsm8k import gsm8k_answer
 from dapo_rl.rewards.isolation import score_all
-from dapo_rl.rewards.registry import VERIFIERS, get_verifier
+from dapo_rl.rewards.registry import (
+    VERIFIERS,
+    RowReference,
+    check_columns,
+    get_verifier,
+    references,
+)
 from dapo_rl.rewards.symbolic import math_answer
 from dapo_rl.rewards.verdict import Verdict
 
 __all__ = [
     "VERIFIERS",
+    "RowReference",
     "Verdict",
+    "check_columns",
     "dapo_answer",
     "extract_answer",
     "get_verifier",
     "gsm8k_answer",
     "math_answer",
+    "references",
     "score_all",
 ]

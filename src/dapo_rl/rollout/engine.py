@@ -194,7 +194,7 @@ class HFEngine:
                 input_ids=ids,
                 attention_mask=prompt_mask,
                 position_ids=positions,
-                past_key_values=cache,
+                cache=cache,
             )
             return logits, prompt_mask, positions[:, -1:]
         dev = ids.device
@@ -203,7 +203,7 @@ class HFEngine:
             input_ids=head,
             attention_mask=torch.ones_like(head),
             position_ids=torch.arange(shared, device=dev)[None],
-            past_key_values=cache,
+            cache=cache,
         )
         cache.batch_repeat_interleave(len(rows))
         tails = [r[shared:] for r in rows]
@@ -217,7 +217,7 @@ class HFEngine:
         ones = torch.ones(len(rows), shared, dtype=torch.long, device=dev)
         attn = torch.cat([ones, tail_mask], 1)
         logits = self._forward(
-            input_ids=tail_ids, attention_mask=attn, position_ids=positions, past_key_values=cache
+            input_ids=tail_ids, attention_mask=attn, position_ids=positions, cache=cache
         )
         return logits, attn, positions[:, -1:]
 
@@ -251,7 +251,7 @@ class HFEngine:
                     input_ids=tok[:, None],
                     attention_mask=attn,
                     position_ids=step_pos,
-                    past_key_values=cache,
+                    cache=cache,
                 )
             tok, lp = sample_tokens(
                 logits, temperature=temperature, top_p=top_p, generator=generator

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
 from dapo_rl import dist, models
 from dapo_rl.alerts import check_alerts
@@ -36,10 +37,19 @@ from dapo_rl.data.files import load_examples
 from dapo_rl.data.stream import PromptStream
 from dapo_rl.errors import DapoError
 from dapo_rl.eval import evaluate_sets, load_eval_files
-from dapo_rl.metrics import ConsoleSink, check_sinks, make_sinks, memory_metrics, read_metrics
-from dapo_rl.rewards import get_verifier
+from dapo_rl.metrics import (
+    LEGEND,
+    ConsoleSink,
+    TensorBoardSink,
+    check_sinks,
+    make_sinks,
+    memory_metrics,
+    read_metrics,
+)
+from dapo_rl.rewards import check_columns, get_verifier
 from dapo_rl.rollout import HFEngine, make_engine
-from dapo_rl.train import checkpoint, rundir
+from dapo_rl.samples import SamplesLog
+from dapo_rl.train import checkpoint, rundir, schedule
 from dapo_rl.train.sampler import Sampler, SamplerSettings
 from dapo_rl.train.signals import StopSignals
 from dapo_rl.train.step import train_step
@@ -64,6 +74,18 @@ class TrainState:
     sampler: Sampler  # pass rate, carried groups, prompt history, predictive skip
     step: int = 0
     skipped_in_a_row: int = 0  # optimizer steps skipped for non-finite gradients, in a row
+    samples: list | None = None  # the step's sample completions; [] asks for them
+
+
+def data_fields(cfg: Config) -> dict:
+    """The ``data.*`` layout keys, for training and held-out files alike."""
+    d = cfg.data
+    return dict(
+        format=d.format,
+        prompt_field=d.prompt_field,
+        answer_field=d.answer_field,
+        prompt_template=d.prompt_template,
+    )
 
 
 def _datasets(cfg: Config):
@@ -73,11 +95,9 @@ def _datasets(cfg: Config):
         eval_set = task.held_out(0, cfg.eval.size)
         train_source = task
     else:
-        train_source = load_examples(
-            d.path, format=d.format, prompt_field=d.prompt_field, answer_field=d.answer_field
-        )
+        train_source = load_examples(d.path, **data_fields(cfg))
         eval_set = None
-    eval_files = load_eval_files(cfg.eval.path, limit=cfg.eval.size)
+    eval_files = load_eval_files(cfg.eval.path, limit=cfg.eval.size, **data_fields(cfg))
     if eval_set is None and eval_files:
         eval_set = eval_files[0].examples  # a file task: its first held-out file
     if eval_set is None:
@@ -95,6 +115,10 @@ def build_state(cfg: Config) -> TrainState:
     torch.manual_seed(cfg.run.seed)
     stream, eval_set, eval_files = _datasets(cfg)
     verifier = get_verifier(cfg.rewards.fn)
+    train_rows = stream.source if isinstance(stream.source, list) else eval_set
+    check_columns(verifier, train_rows, cfg.data.path or "the arithmetic task")
+    for f in eval_files:
+        check_columns(verifier, f.examples, f.path)
     tokenizer = models.load_tokenizer(cfg.model.name)
     device = dist.init_from_env()  # joins the torchrun process group, if any
     model, ref_model = models.load_policy(cfg, device)  # LoRA: the reference is the base
@@ -102,10 +126,7 @@ def build_state(cfg: Config) -> TrainState:
         dist.shard_layers(model)  # FSDP2, before the optimizer sees the parameters
     t = cfg.train
     optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
-    warm = t.warmup_steps
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / (warm + 1))
-    )
+    scheduler = schedule.make_scheduler(optimizer, cfg)
     settings = UpdateSettings.from_config(cfg)
     engine = make_engine(cfg, model, tokenizer, autocast_dtype=settings.autocast_dtype)
     return TrainState(
@@ -143,7 +164,7 @@ def _truncate_metrics(path: Path, last_step: int) -> None:
     rundir.write_atomic(path, "".join(ln + "\n" for ln in kept))
 
 
-def run_eval(state: TrainState) -> dict[str, float]:
+def run_eval(state: TrainState, *, progress=None, samples=None) -> dict[str, float]:
     cfg = state.cfg
     e = cfg.eval
     return evaluate_sets(
@@ -153,6 +174,8 @@ def run_eval(state: TrainState) -> dict[str, float]:
         state.eval_files,
         cfg.rewards.fn,
         seed=cfg.run.seed,
+        progress=progress,
+        samples=samples,
         template=cfg.data.template,
         max_new_tokens=e.max_new_tokens or cfg.rollout.max_new_tokens,
         k=e.k,
@@ -195,16 +218,30 @@ def _track_skips(state: TrainState, record: dict, taken: int) -> str | None:
     )
 
 
-def _step_record(state: TrainState, history: list, console: ConsoleSink) -> dict:
+def _evaluate(state: TrainState, console: ConsoleSink, log: SamplesLog) -> dict:
+    """``run_eval`` with its progress on the console and its samples in the log."""
+    samples: list = []
+    try:
+        metrics = run_eval(state, progress=console.eval_progress, samples=samples)
+    finally:
+        console.eval_progress(None, 0, 0)
+    log.write(state.step, "eval", samples)
+    return metrics
+
+
+def _step_record(state: TrainState, history: list, console: ConsoleSink, log) -> dict:
     """One training step (with its evaluation when due) as a metrics record."""
     cfg, step = state.cfg, state.step
+    state.samples = []
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         record = {"step": step, **train_step(state), **memory_metrics()}
+    schedule.seek(state.scheduler, step * cfg.train.mini_batches_per_step)  # on plan
     for w in caught:
         console.note(f"warning: {w.message}")
+    log.write(step, "train", state.samples or [])
     if _due(step, cfg.eval.every, cfg.train.steps):
-        record.update(run_eval(state))
+        record.update(_evaluate(state, console, log))
     alerts = check_alerts(history, record, thresholds=cfg.alerts, only_new=True)
     if alerts:
         record["alerts"] = alerts
@@ -225,8 +262,10 @@ def _diverged(state: TrainState, ckpt: Path) -> DapoError:
 def _run(state: TrainState, run_dir: Path, start: int, history: list, sinks_, console, stop):
     """Evaluate at step 0 (fresh runs), then step, log and checkpoint until done or stopped."""
     cfg = state.cfg
+    tb = next((s.writer for s in sinks_ if isinstance(s, TensorBoardSink)), None)
+    log = SamplesLog(run_dir, tb) if dist.is_main() else _NoSamples()
     if start == 0:
-        record = {"step": 0, **run_eval(state)}
+        record = {"step": 0, **_evaluate(state, console, log)}
         for sink in sinks_:
             sink.write(record)
         history.append(record)
@@ -237,7 +276,7 @@ def _run(state: TrainState, run_dir: Path, start: int, history: list, sinks_, co
         if stop.agreed():
             raise stop.stopped(f"before step {step}", None)
         state.step, before = step, taken[0]
-        record = _step_record(state, history, console)
+        record = _step_record(state, history, console, log)
         note = _track_skips(state, record, taken[0] - before)
         if note:
             console.note(f"warning: {note}")
@@ -251,6 +290,13 @@ def _run(state: TrainState, run_dir: Path, start: int, history: list, sinks_, co
         if stop.agreed() or diverged:
             ckpt = ckpt or checkpoint.save(run_dir, state, keep=cfg.run.keep_checkpoints)
             raise _diverged(state, ckpt) if diverged else stop.stopped(f"after step {step}", ckpt)
+
+
+class _NoSamples:
+    """Ranks other than 0 write no samples."""
+
+    def write(self, *args) -> None:
+        pass
 
 
 def _warn(text: str) -> None:
@@ -283,10 +329,13 @@ def _train(state: TrainState, run_dir: Path) -> Path:
     metrics_path = run_dir / "metrics.jsonl"
     start = checkpoint.load_latest(run_dir, state, log=_warn) if cfg.resume else 0
     state.engine.sync_weights(state.model)  # a separate sampler starts from these weights
+    samples_path = run_dir / "samples.jsonl"
     if cfg.resume and dist.is_main():
-        _truncate_metrics(metrics_path, start if start else -1)  # no checkpoint: start over
+        for path in (metrics_path, samples_path):  # no checkpoint: start over
+            _truncate_metrics(path, start if start else -1)
     elif dist.is_main():
         metrics_path.unlink(missing_ok=True)
+        samples_path.unlink(missing_ok=True)
     history = read_metrics(run_dir) if metrics_path.exists() else []
     sinks_ = make_sinks(
         sinks(cfg) if dist.is_main() else [],
@@ -297,7 +346,8 @@ def _train(state: TrainState, run_dir: Path) -> Path:
     )
     progress = cfg.run.progress and dist.is_main()
     console = ConsoleSink(cfg.train.steps, initial=start, enabled=progress, notes=dist.is_main())
-    console.note("config: " + json.dumps(to_dict(cfg)))
+    console.note("config:\n" + yaml.safe_dump(to_dict(cfg), sort_keys=False).rstrip())
+    console.note(LEGEND)
     try:
         with StopSignals(run_dir) as stop:
             _run(state, run_dir, start, history, sinks_, console, stop)

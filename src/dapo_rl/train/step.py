@@ -29,8 +29,9 @@ import torch
 from dapo_rl import dist
 from dapo_rl.algo import group_advantages, keep_groups, overlong_penalty, truncation_mask
 from dapo_rl.data.templates import build_prompt
-from dapo_rl.rewards import score_all
+from dapo_rl.rewards import references, score_all
 from dapo_rl.rollout import Rollout, concat_rollouts
+from dapo_rl.samples import SAMPLES_PER_STEP, sample_records
 from dapo_rl.train.update import batched_logprobs, policy_update
 
 
@@ -86,7 +87,7 @@ def _sample_round(state, examples: list, st: dict, seen: dict):
     (rollout, shaped rewards (N,), raw accuracy (N,)).
     """
     cfg, a, G = state.cfg, state.cfg.algo, state.cfg.rollout.group_size
-    prompts = [build_prompt(state.tokenizer, ex.problem, cfg.data.template) for ex in examples]
+    prompts = [build_prompt(state.tokenizer, ex, cfg.data.template) for ex in examples]
     t0 = time.perf_counter()
     ro = state.engine.generate(  # 2. G completions per prompt
         prompts,
@@ -101,7 +102,7 @@ def _sample_round(state, examples: list, st: dict, seen: dict):
         [ids[m.bool()] for ids, m in zip(ro.completion_ids, ro.mask, strict=True)],
         skip_special_tokens=True,
     )
-    refs = [ex.answer for ex in examples for _ in range(G)]
+    refs = references(examples, G)  # the answers, carrying their rows for user rewards
     verdicts, faults = score_all(
         state.verifier, texts, refs, timeout=cfg.rewards.timeout
     )  # 3. verify
@@ -117,6 +118,9 @@ def _sample_round(state, examples: list, st: dict, seen: dict):
             buffer=a.overlong_buffer,
             penalty=a.overlong_penalty,
         )
+    if not getattr(state, "samples", True):  # a few to read, from the step's first round
+        pairs = list(zip(reward.tolist(), acc.tolist(), strict=True))
+        state.samples = sample_records(examples, texts, pairs, ro, SAMPLES_PER_STEP, G)
     st["reward_time"] += time.perf_counter() - t1
     st["gen_time"] += t1 - t0
     st["gen_tokens"] += int(ro.lengths.sum())

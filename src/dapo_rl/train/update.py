@@ -142,7 +142,7 @@ def _shared_prefix_hidden(model, b: Rollout, group_size: int) -> torch.Tensor:
         input_ids=p_ids,
         attention_mask=p_mask,
         position_ids=p_pos,
-        past_key_values=cache,
+        cache=cache,
         use_cache=True,
     )
     first = out.last_hidden_state[:, -1:].repeat_interleave(group_size, 0)  # predicts token 0
@@ -157,7 +157,7 @@ def _shared_prefix_hidden(model, b: Rollout, group_size: int) -> torch.Tensor:
         input_ids=b.completion_ids[:, :-1],
         attention_mask=attn,
         position_ids=c_pos,
-        past_key_values=cache,
+        cache=cache,
         use_cache=True,
     ).last_hidden_state
     return torch.cat([first, rest], 1)  # (B, Tc, H)
