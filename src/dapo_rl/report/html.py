@@ -18,6 +18,7 @@ file is inert even where escaping were to fail. Charts are inline SVG (``report.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from html import escape
 from pathlib import Path
 
@@ -154,39 +155,59 @@ def _run_series(run: Run, i: int, keys: tuple[str, ...]) -> list[Series]:
     return out
 
 
-def _markers(run: Run, i: int, row: int) -> list[Marker]:
-    return [Marker(step, color(i), text, row) for step, text in alerts_of(run)]
+def _markers(run: Run, i: int) -> list[Marker]:
+    return [Marker(step, color(i), text) for step, text in alerts_of(run)]
 
 
 def _span(series: list[Series]) -> tuple[float, float] | None:
-    ys = [y for s in series for y in s.ys if math.isfinite(y)]
+    ys = [y for s in series for y in s.ys if math.isfinite(y)]  # lines, not bands
     return (min(ys), max(ys)) if ys else None
 
 
+def axis_of(key: str) -> dict:
+    """The axis options of the report chart that shows ``key`` ({} for another key)."""
+    return next((ax for charts in CHARTS.values() for _, ks, ax in charts if key in ks), {})
+
+
+Panel = tuple[str, list[Series], list[Marker]]  # (name of the run, its lines, its alerts)
+
+
+def shared_or_own(title: str, subtitle: str, panels: list[Panel], axis: dict, styles=()) -> str:
+    """One chart of every panel's lines, or small multiples (one chart and scale per
+    panel) when one axis would flatten a panel's curve (``plot.own_scales``)."""
+    spans = [sp for _, series, _ in panels if (sp := _span(series))]
+    if "include" in axis or not own_scales(spans):
+        series = [x for _, s, _ in panels for x in s]
+        marks = [replace(m, row=row) for row, (_, _, ms) in enumerate(panels) for m in ms]
+        return line_chart(series, title, subtitle, markers=marks, styles=styles, **axis)
+    charts = [
+        line_chart(s, name, subtitle, markers=marks, styles=styles, **axis)
+        for name, s, marks in panels
+    ]
+    return (
+        f'<div class="group own-scales"><p><b>{escape(title)}</b>: one scale per run '
+        f"(their ranges differ more than {SCALE_RATIO:g}x)</p>{''.join(charts)}</div>"
+    )
+
+
 def chart_group(title: str, keys: tuple[str, ...], axis: dict, runs: list[Run]) -> str:
-    """One chart of every run, or one panel per run when their ranges differ too much."""
-    per_run = [(i, run, _run_series(run, i, keys)) for i, run in enumerate(runs)]
-    per_run = [(i, run, s) for i, run, s in per_run if s]
-    styles = [(k, DASHES[j % len(DASHES)]) for j, k in enumerate(keys)]
-    subtitle = keys[0] if len(keys) == 1 else ""
-    if not per_run:
+    """The chart of ``keys`` over every run that logged them."""
+    panels = [
+        (run.label, _run_series(run, i, keys), _markers(run, i)) for i, run in enumerate(runs)
+    ]
+    panels = [p for p in panels if p[1]]
+    if not panels:
         return (
             f'<div class="missing">{escape(title)} ({escape(", ".join(keys))}): '
             "not logged by any run</div>"
         )
-    spans = [sp for _, _, s in per_run if (sp := _span(s))]
-    if "include" in axis or not own_scales(spans):
-        series = [x for _, _, s in per_run for x in s]
-        markers = [m for row, (i, run, _) in enumerate(per_run) for m in _markers(run, i, row)]
-        return line_chart(series, title, subtitle, markers=markers, styles=styles, **axis)
-    panels = [
-        line_chart(s, run.label, subtitle, markers=_markers(run, i, 0), styles=styles, **axis)
-        for i, run, s in per_run
-    ]
-    return (
-        f'<div class="group own-scales"><p><b>{escape(title)}</b>: one scale per run '
-        f"(their ranges differ more than {SCALE_RATIO:g}x)</p>{''.join(panels)}</div>"
-    )
+    styles = [(k, DASHES[j % len(DASHES)]) for j, k in enumerate(keys)]
+    return shared_or_own(title, keys[0] if len(keys) == 1 else "", panels, axis, styles)
+
+
+def curve_group(key: str, series: list[Series], axis: dict) -> str:
+    """The chart of one metric with one line (and band) per ablation row."""
+    return shared_or_own(key, "", [(s.label, [s], []) for s in series], axis)
 
 
 def _cell(value: float | None) -> str:
@@ -281,24 +302,33 @@ def page(title: str, body: list[str]) -> str:
     )
 
 
-def render(runs: list[Run]) -> str:
-    """The report page for loaded runs."""
-    return page("dapo-rl run report", run_sections(runs))
-
-
-def write_report(run_dirs: list[Path], out: Path, labels: list[str] | None = None) -> Path:
-    """Write the HTML report comparing ``run_dirs`` to ``out``; returns ``out``.
+def write_report(
+    run_dirs: list[Path],
+    out: Path,
+    labels: list[str] | None = None,
+    ablation: Path | None = None,
+) -> Path:
+    """Write the HTML report comparing ``run_dirs`` (and, first, the ablation results in
+    the JSON file ``ablation``: ``report.ablation``) to ``out``; returns ``out``.
 
     Every input is read and checked before the file is written, and the file appears
     whole (written beside ``out``, then renamed) or not at all.
     """
-    if not run_dirs:
-        raise DapoError("no run directories to report on")
+    if not run_dirs and ablation is None:
+        raise DapoError("no run directories (or ablation file) to report on")
     labels = list(labels) if labels else default_labels(run_dirs)
     if len(labels) != len(run_dirs):
         raise DapoError(f"{len(labels)} labels given for {len(run_dirs)} run directories")
+    body = []
+    if ablation is not None:
+        from dapo_rl.report.ablation import ablation_sections, load_ablation
+
+        body += ablation_sections(load_ablation(Path(ablation)))
     runs = [load_run(Path(d), label) for d, label in zip(run_dirs, labels, strict=True)]
-    return write_page(render(runs), out)
+    if runs:
+        body += (["<h2>Runs</h2>"] if ablation is not None else []) + run_sections(runs)
+    title = "dapo-rl ablation report" if ablation is not None else "dapo-rl run report"
+    return write_page(page(title, body), out)
 
 
 def write_page(text: str, out: Path) -> Path:
