@@ -11,7 +11,7 @@ from dapo_rl.cli import main
 from dapo_rl.errors import DapoError
 from dapo_rl.report import write_report
 from dapo_rl.report.html import default_labels, final_and_best
-from dapo_rl.report.runs import alert_kind, flatten
+from dapo_rl.report.runs import alert_kind, read_config
 
 
 def svgs(html: str) -> list[str]:
@@ -93,11 +93,15 @@ def test_config_diff_shows_only_differing_keys(two_runs, tmp_path):
     assert re.findall(r'<tr class="diff"><td>([^<]*)</td>', diff) == ["algo.eps_high", "preset"]
     assert "<td>algo.eps_high</td><td>0.28</td><td>0.2</td>" in diff
     assert "eps_low" not in diff and "run.dir" not in diff
-    assert flatten({"a": {"b": 1, "c": [1, 2]}, "d": None}) == {
-        "a.b": "1",
-        "a.c": "[1, 2]",
-        "d": "null",
-    }
+    nested = tmp_path / "nested"
+    nested.mkdir()
+    (nested / "config.yaml").write_text("a:\n  b: 1\n  c: [1, 2]\nd: null\n")
+    assert read_config(nested / "config.yaml", []) == {"a.b": "1", "a.c": "[1, 2]", "d": "null"}
+    notes = []
+    (nested / "config.yaml").write_text("- a list\n")
+    assert read_config(nested / "config.yaml", notes) == {} and notes == [
+        "config.yaml is not a mapping"
+    ]
 
 
 def test_sample_completions_are_escaped_and_bounded(two_runs, tmp_path):
@@ -139,7 +143,18 @@ BAD_METRICS = {
     "[1, 2]\n": "{d}/metrics.jsonl line 1 is not a JSON object",
     '{"step": "one"}\n': "{d}/metrics.jsonl line 1 has no numeric step",
     '{"step": "nan"}\n': "{d}/metrics.jsonl line 1 has no numeric step",
+    '{"step": 1' + "0" * 5000 + "}\n": "{d}/metrics.jsonl line 1 has no numeric step",
 }
+
+
+def test_huge_integers_are_values_not_crashes(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    huge = "9" * 5000  # Python refuses int("9" * 5000); read as a float, it is inf
+    (run / "metrics.jsonl").write_text(f'{{"step": 1, "len/mean": {huge}}}\n{{"step": 2}}\n')
+    (run / "samples.jsonl").write_text(f'{{"step": 1, "completion": "a", "length": {huge}}}\n')
+    html = write_report([run], tmp_path / "r.html").read_text()
+    assert "<td>inf</td>" in html  # the sample's length, shown as written
 
 
 @pytest.mark.parametrize("text", list(BAD_METRICS))

@@ -32,6 +32,7 @@ from dapo_rl.errors import DapoError
 from dapo_rl.metrics import as_float
 from dapo_rl.report.html import axis_of, color, curve_group
 from dapo_rl.report.plot import Series
+from dapo_rl.report.runs import parse_json
 from dapo_rl.report.stats import excludes_zero, mean_interval, paired_differences
 
 Interval = tuple[float, float, float]  # (mean, low, high); low/high nan when unknown
@@ -174,7 +175,7 @@ def load_ablation(path: Path) -> Ablation:
     """The checked contents of an ablation JSON file; DapoError on anything malformed."""
     path = Path(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = parse_json(path.read_text(encoding="utf-8"))
     except FileNotFoundError as e:
         raise DapoError(f"no ablation file {path}") from e
     except (OSError, UnicodeDecodeError) as e:

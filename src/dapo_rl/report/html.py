@@ -100,7 +100,7 @@ h1 { font-size: 20px; margin: 0 0 8px; } h2 { font-size: 16px; margin: 24px 0 8p
 .note { color: #a33; font-size: 13px; }
 table { border-collapse: collapse; font-size: 13px; margin-bottom: 8px; }
 th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: right; vertical-align: top; }
-th:first-child, td:first-child, td.text { text-align: left; }
+th:first-child, td:first-child, td.text, th.text { text-align: left; }
 td.yes { font-weight: bold; background: #e8f4e8; }
 pre { font-size: 12px; background: #f6f6f6; padding: 6px; margin: 0;
       white-space: pre-wrap; word-break: break-word; max-height: 220px; overflow: auto; }
@@ -172,7 +172,9 @@ def axis_of(key: str) -> dict:
 Panel = tuple[str, list[Series], list[Marker]]  # (name of the run, its lines, its alerts)
 
 
-def shared_or_own(title: str, subtitle: str, panels: list[Panel], axis: dict, styles=()) -> str:
+def shared_or_own(
+    title: str, subtitle: str, panels: list[Panel], axis: dict, styles=(), unit: str = "run"
+) -> str:
     """One chart of every panel's lines, or small multiples (one chart and scale per
     panel) when one axis would flatten a panel's curve (``plot.own_scales``)."""
     spans = [sp for _, series, _ in panels if (sp := _span(series))]
@@ -185,7 +187,7 @@ def shared_or_own(title: str, subtitle: str, panels: list[Panel], axis: dict, st
         for name, s, marks in panels
     ]
     return (
-        f'<div class="group own-scales"><p><b>{escape(title)}</b>: one scale per run '
+        f'<div class="group own-scales"><p><b>{escape(title)}</b>: one scale per {unit} '
         f"(their ranges differ more than {SCALE_RATIO:g}x)</p>{''.join(charts)}</div>"
     )
 
@@ -207,7 +209,7 @@ def chart_group(title: str, keys: tuple[str, ...], axis: dict, runs: list[Run]) 
 
 def curve_group(key: str, series: list[Series], axis: dict) -> str:
     """The chart of one metric with one line (and band) per ablation row."""
-    return shared_or_own(key, "", [(s.label, [s], []) for s in series], axis)
+    return shared_or_own(key, "", [(s.label, [s], []) for s in series], axis, unit="row")
 
 
 def _cell(value: float | None) -> str:

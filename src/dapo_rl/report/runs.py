@@ -15,11 +15,19 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dapo_rl.config import flatten
 from dapo_rl.errors import DapoError
 from dapo_rl.metrics import as_float
 
 SAMPLES_PER_STEP = 3  # completions shown for each of the first and the last sampled step
 SAMPLE_FIELDS = ("step", "prompt", "completion", "reward", "acc", "length", "truncated")
+
+
+def parse_json(text: str):
+    """``json.loads`` where an integer too long for a float's range becomes a float (inf),
+    instead of an exception no caller expects (Python refuses ints of > 4300 digits, and
+    float() of a 400-digit int overflows)."""
+    return json.loads(text, parse_int=lambda s: int(s) if len(s) <= 18 else float(s))
 
 
 @dataclass(frozen=True)
@@ -45,7 +53,7 @@ def read_records(path: Path) -> list[dict]:
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
+            record = parse_json(line)
         except json.JSONDecodeError as e:
             raise DapoError(f"{path} line {n} is not JSON: {e.msg}") from e
         if not isinstance(record, dict):
@@ -72,16 +80,6 @@ def load_run(run_dir: Path, label: str) -> Run:
     return Run(label, run_dir, records, config, samples, notes)
 
 
-def flatten(value, prefix: str = "") -> dict[str, str]:
-    """Nested mappings as {dotted.key: compact text of the leaf value}."""
-    if isinstance(value, dict) and value:
-        out = {}
-        for k, v in value.items():
-            out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
-        return out
-    return {prefix or "(root)": json.dumps(value, default=str)}
-
-
 def read_config(path: Path, notes: list[str]) -> dict[str, str]:
     """Dotted keys of a run's resolved config; {} (and a note) when absent or unreadable."""
     import yaml
@@ -96,7 +94,9 @@ def read_config(path: Path, notes: list[str]) -> dict[str, str]:
     if not isinstance(data, dict):
         notes.append(f"{path.name} is not a mapping")
         return {}
-    return flatten(data)
+    return {
+        k: v if isinstance(v, str) else json.dumps(v, default=str) for k, v in flatten(data).items()
+    }
 
 
 def config_diff(runs: list[Run], ignore: tuple[str, ...] = ("run.dir",)) -> list[str]:
@@ -135,7 +135,7 @@ def read_samples(path: Path, notes: list[str], per_step: int = SAMPLES_PER_STEP)
                 if not line.strip():
                     continue
                 try:
-                    row = _sample_row(json.loads(line))
+                    row = _sample_row(parse_json(line))
                 except json.JSONDecodeError:
                     row = None
                 if row is None:

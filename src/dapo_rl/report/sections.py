@@ -37,7 +37,7 @@ def alerts_table(runs: list[Run]) -> str:
             )
     if not rows:
         return "<p>No alert fired.</p>"
-    head = "<tr><th>run</th><th>steps</th><th>times</th><th>first message</th></tr>"
+    head = '<tr><th>run</th><th>steps</th><th>times</th><th class="text">first message</th></tr>'
     return "\n".join(["<table>", head, *rows, "</table>"])
 
 
