@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from dapo_rl.report.plot import (
     Marker,
     Series,
+    decimate,
     line_chart,
     nice_ticks,
     own_scales,
@@ -105,3 +106,31 @@ def test_style_legend_only_for_several_metrics():
     two = line_chart([Series("a", [0, 1], [0, 1], "#000")], "t", styles=[("m", ""), ("n", "6 4")])
     assert 'class="legend"' not in one
     assert 'class="legend">m</text>' in two and 'class="legend">n</text>' in two
+
+
+def test_decimate_keeps_extremes_and_gaps():
+    assert decimate([(0, 1.0), (1, 2.0)], 10) == [(0, 1.0), (1, 2.0)]  # short: untouched
+    points = [(float(x), 0.0) for x in range(100_000)]
+    points[31_337] = (31_337.0, 5.0)  # one spike
+    points[77_000] = (77_000.0, -3.0)  # one dip
+    points[50_000] = (50_000.0, math.nan)  # one gap
+    out = decimate(points, 300)
+    assert len(out) <= 3 * 300
+    assert (31_337.0, 5.0) in out and (77_000.0, -3.0) in out
+    assert any(x == 50_000.0 and math.isnan(y) for x, y in out)
+    assert [x for x, _ in out] == sorted(x for x, _ in out)
+    svg = line_chart([Series("s", [x for x, _ in points], [y for _, y in points], "#000")], "t")
+    assert len(svg) < 60_000 and svg.count("<polyline") == 2  # the gap still breaks it
+
+
+def test_alerts_in_one_pixel_column_share_a_triangle():
+    alerts = [Marker(x, "#000", f"alert {x}") for x in range(1000)]
+    svg = line_chart([Series("s", [0, 999], [0.0, 1.0], "#000")], "t", markers=alerts)
+    n = svg.count('class="alert"')
+    assert 100 < n <= 400  # about one per pixel column of the ~318-pixel plot
+    same_step = [Marker(5, "#000", f"rule {i}") for i in range(6)]
+    svg = line_chart([Series("s", [0, 9], [0.0, 1.0], "#000")], "t", markers=same_step)
+    assert svg.count('class="alert"') == 1
+    assert (
+        "<title>step 5: rule 0\nstep 5: rule 1\nstep 5: rule 2\nstep 5: rule 3\nand 2 more<" in svg
+    )

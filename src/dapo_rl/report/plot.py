@@ -133,6 +133,34 @@ def tick_labels(ticks: list[float]) -> list[str]:
     return out
 
 
+def decimate(points: list[tuple[float, float]], buckets: int) -> list[tuple[float, float]]:
+    """At most about 3 points per x-bucket (a pixel column): each bucket's lowest and highest
+    finite point, and its first non-finite one (a gap), in step order. A long run's lines
+    look the same, spikes included, from a fraction of the points. Short series pass."""
+    if len(points) <= 4 * buckets:
+        return points
+    x0, width = points[0][0], (points[-1][0] - points[0][0]) or 1.0
+    out: list[tuple[float, float]] = []
+    bucket: list[tuple[int, tuple[float, float]]] = []
+    for p in points:
+        b = min(int((p[0] - x0) / width * buckets), buckets - 1)
+        if bucket and b != bucket[-1][0]:
+            out.extend(_extremes([q for _, q in bucket]))
+            bucket = []
+        bucket.append((b, p))
+    out.extend(_extremes([q for _, q in bucket]))
+    return out
+
+
+def _extremes(bucket: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    finite = [i for i, (_, y) in enumerate(bucket) if math.isfinite(y)]
+    keep = {i for i, (_, y) in enumerate(bucket) if not math.isfinite(y)}
+    keep = {min(keep)} if keep else set()
+    if finite:
+        keep |= {min(finite, key=lambda i: bucket[i][1]), max(finite, key=lambda i: bucket[i][1])}
+    return [bucket[i] for i in sorted(keep)]
+
+
 def _segments(points: list[tuple[float, ...]]) -> list[list[tuple[float, ...]]]:
     out: list[list[tuple[float, ...]]] = [[]]
     for p in points:
@@ -200,6 +228,8 @@ def _draw_series(s: Series, f: _Frame) -> list[str]:
                 f'fill="{s.color}" fill-opacity="0.18" stroke="none"/>'
             )
     points = list(zip(s.xs, s.ys, strict=True))
+    if not s.band:  # a band's edges would need the same points: bands are short curves
+        points = decimate(points, int(f.pw))
     dash = f' stroke-dasharray="{s.dash}"' if s.dash else ""
     for seg in _segments(points):
         coords = " ".join(f"{f.px(x):.1f},{f.py(y):.1f}" for x, y in seg)
@@ -216,16 +246,26 @@ def _draw_series(s: Series, f: _Frame) -> list[str]:
     return parts
 
 
+MARKER_TEXTS = 4  # messages listed in one triangle's tooltip
+
+
 def _draw_markers(markers: list[Marker], f: _Frame) -> list[str]:
-    parts = []
+    """One triangle per pixel column and run; its tooltip lists the alerts it stands for."""
+    columns: dict[tuple, list[Marker]] = {}
     for m in markers:
-        if not f.xt[0] <= m.x <= f.xt[-1]:
-            continue
+        if f.xt[0] <= m.x <= f.xt[-1]:
+            columns.setdefault((round(f.px(m.x)), m.row, m.color), []).append(m)
+    parts = []
+    for group in columns.values():
+        m = group[0]
+        lines = [f"step {g.x:g}: {g.text}" for g in group[:MARKER_TEXTS]]
+        if len(group) > MARKER_TEXTS:
+            lines.append(f"and {len(group) - MARKER_TEXTS} more")
         x, y = f.px(m.x), TOP - 1 + MARKER_ROW * m.row  # a strip above the plot area
         parts.append(
             f'<path class="alert" d="M{x - 3.5:.1f},{y:.1f} L{x + 3.5:.1f},{y:.1f} '
             f'L{x:.1f},{y + 6:.1f} Z" fill="{m.color}" stroke="#fff" stroke-width="0.5">'
-            f"<title>step {m.x:g}: {escape(m.text)}</title></path>"
+            f"<title>{escape(chr(10).join(lines))}</title></path>"
         )
     return parts
 
