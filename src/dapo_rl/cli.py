@@ -4,9 +4,7 @@
     dapo eval --model M --data FILE [--k 8] [--temperature 1.0] [--top-p 0.7] [--template NAME]
               [--limit N] [--verifier NAME] [--max-new-tokens N] [--out FILE] [KEY=VALUE ...]
               (KEY: data.*, rewards.*, rollout.* keys, as in train)
-
-Both commands are thin layers over ``dapo_rl.api`` (``make_config``, ``train``, ``evaluate``).
-    dapo report RUN_DIR [RUN_DIR ...] [--out report.html] [--labels a,b]
+    dapo report [RUN_DIR ...] [--ablation results.json] [--out report.html] [--labels a,b]
     dapo ablate [--out DIR] [KEY=VALUE ...]
 
 Every DapoError becomes one line on stderr and exit status 2. A training run stopped by
@@ -67,7 +65,8 @@ def _report(args: argparse.Namespace) -> None:
     from dapo_rl.report import write_report
 
     labels = args.labels.split(",") if args.labels else None
-    out = write_report([Path(d) for d in args.run_dirs], Path(args.out), labels=labels)
+    runs = [Path(d) for d in args.run_dirs]
+    out = write_report(runs, Path(args.out), labels=labels, ablation=args.ablation)
     print(f"report written to {out}")
 
 
@@ -177,7 +176,10 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="budget etc. for every row")
     a.set_defaults(func=_ablate)
     r = sub.add_parser("report", help="HTML report comparing runs")
-    r.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    r.add_argument("run_dirs", nargs="*", metavar="RUN_DIR")
+    r.add_argument(
+        "--ablation", metavar="JSON", help="ablation results over seeds (report.ablation)"
+    )
     r.add_argument("--out", default="report.html", help="HTML file to write")
     r.add_argument("--labels", help="comma-separated legend names, one per RUN_DIR")
     r.set_defaults(func=_report)

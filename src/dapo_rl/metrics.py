@@ -246,10 +246,17 @@ def make_sinks(
 MAX_METRICS_BYTES = 1 << 30  # a metrics file is ~2 kB a step: half a million steps
 
 
+def parse_json(text: str):
+    """``json.loads`` where an integer too long for a float's range becomes a float (inf),
+    instead of an exception no caller expects (Python refuses ints of > 4300 digits, and
+    float() of a 400-digit int overflows)."""
+    return json.loads(text, parse_int=lambda s: int(s) if len(s) <= 18 else float(s))
+
+
 def _record(line: str, where: str) -> dict:
     """One metrics line as a record with a numeric step, else DapoError naming the line."""
     try:
-        record = json.loads(line)
+        record = parse_json(line)
     except json.JSONDecodeError as e:
         raise DapoError(f"{where}: not JSON ({e.msg}, column {e.colno})") from None
     except RecursionError:
@@ -265,7 +272,11 @@ def _record(line: str, where: str) -> dict:
 def read_metrics(run_dir: str | Path) -> list[dict]:
     """The records of ``<run_dir>/metrics.jsonl``; DapoError naming the file (and line) when
     it is not a regular UTF-8 file of JSON objects with numeric steps."""
-    path = Path(run_dir) / "metrics.jsonl"
+    return read_records(Path(run_dir) / "metrics.jsonl")
+
+
+def read_records(path: Path) -> list[dict]:
+    """The records of a metrics file at ``path`` (``read_metrics``)."""
     if not path.is_file():  # a FIFO would block, a device never end
         raise DapoError(f"{path}: not a regular file")
     if path.stat().st_size > MAX_METRICS_BYTES:

@@ -1,88 +1,180 @@
-"""HTML report: content over synthetic runs, error cases, and a headless-Chromium render."""
+"""HTML report over synthetic runs: charts and scales, alerts, config diff, samples, errors."""
 
 import json
-import math
-import struct
-import subprocess
-import zlib
+import re
 from pathlib import Path
 
-import numpy as np
 import pytest
+from report_runs import HOSTILE, write_run
 
+from dapo_rl.cli import main
 from dapo_rl.errors import DapoError
 from dapo_rl.report import write_report
 from dapo_rl.report.html import default_labels, final_and_best
-from dapo_rl.report.plot import PALETTE, Series, line_chart, nice_ticks
-
-CHROMIUM = Path("/usr/bin/chromium")
+from dapo_rl.report.runs import alert_kind, read_config
 
 
-def write_run(run_dir: Path, steps: int, slope: float, drop: tuple[str, ...] = ()) -> Path:
-    """A synthetic run: step 0 eval, then training steps with evals every 5 steps."""
-    run_dir.mkdir(parents=True)
-    records = [{"step": 0, "eval/acc": 0.2, "eval/n": 50}]
-    for s in range(1, steps + 1):
-        r = {
-            "step": s,
-            "reward/mean": -0.6 + slope * s,
-            "acc/mean": 0.2 + slope * s / 2,
-            "entropy/mean": 0.9 * math.exp(-s / 20),
-            "len/mean": 40 + 20 * slope * s,
-            "len/truncated_frac": 0.05 - slope * s / 10,
-            "clip/high_frac": 0.002 + 1e-4 * s,
-            "clip/low_frac": 0.001,
-            "ds/zero_var_frac": 0.6 - slope * s,
-        }
-        if s % 5 == 0:
-            r["eval/acc"] = 0.2 + slope * s
-        records.append({k: v for k, v in r.items() if k not in drop})
-    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    return run_dir
+def svgs(html: str) -> list[str]:
+    return re.findall(r"<svg.*?</svg>", html, flags=re.S)
 
 
-@pytest.fixture
-def two_runs(tmp_path) -> list[Path]:
-    a = write_run(tmp_path / "dapo_run", 20, 0.02)
-    b = write_run(tmp_path / "grpo_run", 15, 0.01, drop=("clip/low_frac", "entropy/mean"))
-    (a / "config.yaml").write_text("preset: dapo\nalgo:\n  eps_high: 0.28\n")
-    return [a, b]
+def chart_titled(html: str, title: str) -> str:
+    found = [s for s in svgs(html) if f'class="title">{title}<' in s]
+    assert len(found) == 1, title
+    return found[0]
 
 
-def test_report_holds_plots_labels_and_table(two_runs, tmp_path):
-    out = write_report(two_runs, tmp_path / "out" / "report.html")
-    html = out.read_text()
-    assert html.count("<svg") == 6
-    for title in ("eval/acc", "reward/mean", "entropy/mean", "len/mean", "ds/zero_var_frac"):
-        assert f"({title})</text>" in html
-    assert "(clip/high_frac, clip/low_frac)</text>" in html
-    assert 'class="legend">dapo_run</text>' in html and 'class="legend">grpo_run</text>' in html
-    assert "grpo_run · clip/high_frac" in html and "grpo_run · clip/low_frac" not in html
-    # the table: eval/acc of dapo_run ends at 0.2 + 0.02 * 20 = 0.6, its best
-    assert "<tr><td>eval/acc</td><td>dapo_run</td><td>0.6</td><td>0.6</td><td>20</td>" in html
-    assert "<tr><td>entropy/mean</td><td>grpo_run</td><td>-</td><td>-</td><td>-</td>" in html
-    assert "eps_high: 0.28" in html
+def test_report_holds_every_section(two_runs, tmp_path):
+    html = write_report(two_runs, tmp_path / "out" / "report.html").read_text()
+    for title in ("Held-out accuracy", "Training accuracy", "Reward", "Clip fractions"):
+        chart_titled(html, title)
+    for h in ("Learning", "Policy and update", "Groups and lengths", "Cost", "Alerts"):
+        assert f"<h2>{h}</h2>" in html
+    assert "KL (kl/mean, mismatch/kl): not logged by any run" in html
+    assert "<b>dapo_run</b>: 20 steps" in html and "<b>grpo_run</b>: 15 steps" in html
+    # the final/best table: eval/acc of dapo_run ends at 0.2 + 0.02 * 20 = 0.6, its best
+    assert "<tr><td>eval/acc</td><td>0.6 (0.6 at 20)</td><td>0.35 (0.35 at 15)</td>" in html
+    assert "<tr><td>entropy/mean</td><td>0.3311</td><td>-</td></tr>" in html  # 0.9 e^-1
+    # time per phase: generate is 2 of a 4 s step
+    assert "<tr><td>time/generate</td><td>2 (50%)</td><td>2 (50%)</td></tr>" in html
     assert "<script" not in html and "src=" not in html and "href=" not in html
+
+
+def test_accuracy_axis_is_whole_and_fraction_axes_stay_in_0_1(two_runs, tmp_path):
+    html = write_report(two_runs, tmp_path / "r.html").read_text()
+    for svg in svgs(html):
+        title = re.search(r'class="title">([^<]*)<', svg).group(1)
+        ys = [float(v) for v in re.findall(r'class="ytick">([-\d.]+)<', svg)]
+        if title in ("Held-out accuracy", "Training accuracy", "All-correct vs all-wrong groups"):
+            assert ys[0] == 0.0 and ys[-1] == 1.0, title
+        if title in ("Clip fractions", "Truncated completions"):
+            assert 0.0 <= ys[0] and ys[-1] <= 1.0 and ys[-1] < 0.5, (title, ys)
+
+
+def test_tick_labels_of_every_chart_are_unique(two_runs, tmp_path):
+    html = write_report(two_runs, tmp_path / "r.html").read_text()
+    for svg in svgs(html):
+        for kind in ("ytick", "xtick"):
+            labels = re.findall(rf'class="{kind}">([^<]*)<', svg)
+            assert len(labels) >= 2 and len(set(labels)) == len(labels), labels
+
+
+def test_runs_of_very_different_range_get_their_own_scales(tmp_path):
+    # one run's entropy near 10.8 (a random model) beside another's collapse 0.26 -> 0.05
+    big = write_run(tmp_path / "random_init", 10, 0.02, entropy=10.8)
+    small = write_run(tmp_path / "trained", 10, 0.02, entropy=0.26)
+    html = write_report([big, small], tmp_path / "r.html").read_text()
+    group = re.search(r'<div class="group own-scales"><p><b>Entropy</b>.*?</div>', html, re.S)
+    assert group, "entropy not split into one panel per run"
+    panels = svgs(group.group(0))
+    assert [re.search(r'class="title">([^<]*)<', p).group(1) for p in panels] == [
+        "random_init",
+        "trained",
+    ]
+    top_small = float(re.findall(r'class="ytick">([-\d.]+)<', panels[1])[-1])
+    assert top_small < 1.0  # its own axis: the collapse fills the panel
+    # comparable rewards share one chart
+    chart_titled(html, "Reward")
+
+
+def test_alert_markers_and_table(two_runs, tmp_path):
+    html = write_report(two_runs, tmp_path / "r.html").read_text()
+    reward = chart_titled(html, "Reward")
+    assert reward.count('class="alert"') == 3  # steps 7, 8, 9 of dapo_run
+    assert "<title>step 7: entropy fell to 0.07, 20% of its early mean &lt;b&gt;</title>" in reward
+    row = "<tr><td>dapo_run</td><td>7–9</td><td>3</td>"
+    assert row in html and "its early mean &lt;b&gt;</td>" in html
+    assert alert_kind("entropy fell to 0.07, 20% of its early mean") == "entropy fell to"
+
+
+def test_config_diff_shows_only_differing_keys(two_runs, tmp_path):
+    html = write_report(two_runs, tmp_path / "r.html").read_text()
+    diff = re.search(r"<h2>Config differences</h2>\n<table>.*?</table>", html, re.S).group(0)
+    assert re.findall(r'<tr class="diff"><td>([^<]*)</td>', diff) == ["algo.eps_high", "preset"]
+    assert "<td>algo.eps_high</td><td>0.28</td><td>0.2</td>" in diff
+    assert "eps_low" not in diff and "run.dir" not in diff
+    nested = tmp_path / "nested"
+    nested.mkdir()
+    (nested / "config.yaml").write_text("a:\n  b: 1\n  c: [1, 2]\nd: null\n")
+    assert read_config(nested / "config.yaml", []) == {"a.b": "1", "a.c": "[1, 2]", "d": "null"}
+    notes = []
+    (nested / "config.yaml").write_text("- a list\n")
+    assert read_config(nested / "config.yaml", notes) == {} and notes == [
+        "config.yaml is not a mapping"
+    ]
+
+
+def test_sample_completions_are_escaped_and_bounded(two_runs, tmp_path):
+    rows = [
+        {
+            "step": s,
+            "prompt": f"p{s}",
+            "completion": f"c{s}.{i} " + HOSTILE,
+            "reward": 1.0,
+            "acc": 1.0,
+            "length": 7,
+            "truncated": False,
+        }
+        for s in (1, 2, 3)
+        for i in range(5)
+    ]
+    lines = [json.dumps(r) for r in rows] + ["{not json", "[1, 2]", json.dumps({"step": 1})]
+    (two_runs[0] / "samples.jsonl").write_text("\n".join(lines) + "\n")
+    html = write_report(two_runs, tmp_path / "r.html").read_text()
+    assert "<script" not in html and "<img" not in html
+    assert "&lt;script&gt;document.title=&#x27;pwned&#x27;&lt;/script&gt;" in html
+    # the first and the last step, three completions each
+    shown = re.findall(r"<pre>(c\d\.\d) ", html)
+    assert shown == ["c1.0", "c1.1", "c1.2", "c3.0", "c3.1", "c3.2"]
+    assert "samples.jsonl: 3 malformed rows skipped" in html
+    assert "default-src &#x27;none&#x27;" in html or "default-src 'none'" in html
 
 
 def test_labels_and_their_count(two_runs, tmp_path):
     html = write_report(two_runs, tmp_path / "r.html", labels=["A<1>", "B"]).read_text()
-    assert "A&lt;1&gt;" in html and "dapo_run" not in html.split("<h2>Configs")[0]
+    assert "A&lt;1&gt;" in html and "A<1>" not in html
     with pytest.raises(DapoError, match="1 labels given for 2 run directories"):
         write_report(two_runs, tmp_path / "r.html", labels=["A"])
 
 
-def test_metric_logged_by_no_run_is_noted(tmp_path):
-    run = write_run(tmp_path / "r", 5, 0.02, drop=("clip/high_frac", "clip/low_frac"))
+BAD_METRICS = {
+    "": "metrics.jsonl in run directory {d} is empty",
+    '{"step": 1}\n{oops\n': "{d}/metrics.jsonl:2: not JSON",
+    "[1, 2]\n": "{d}/metrics.jsonl:1: expected a JSON object, got list",
+    '{"step": "one"}\n': "{d}/metrics.jsonl:1: step must be a number",
+    '{"step": "nan"}\n': "{d}/metrics.jsonl:1: step must be a number",
+    '{"step": 1' + "0" * 5000 + "}\n": "{d}/metrics.jsonl:1: step must be a number",
+}
+
+
+def test_huge_integers_are_values_not_crashes(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    huge = "9" * 5000  # Python refuses int("9" * 5000); read as a float, it is inf
+    (run / "metrics.jsonl").write_text(f'{{"step": 1, "len/mean": {huge}}}\n{{"step": 2}}\n')
+    (run / "samples.jsonl").write_text(f'{{"step": 1, "completion": "a", "length": {huge}}}\n')
     html = write_report([run], tmp_path / "r.html").read_text()
-    assert html.count("<svg") == 5 and "clip/low_frac): not logged by any run" in html
+    assert "<td>inf</td>" in html  # the sample's length, shown as written
 
 
-def test_missing_or_empty_metrics_name_the_directory(tmp_path):
-    with pytest.raises(DapoError, match=f"no metrics.jsonl in run directory {tmp_path}"):
-        write_report([tmp_path], tmp_path / "r.html")
-    (tmp_path / "metrics.jsonl").write_text("")
-    with pytest.raises(DapoError, match=f"metrics.jsonl in run directory {tmp_path} is empty"):
+@pytest.mark.parametrize("text", list(BAD_METRICS))
+def test_bad_metrics_file_is_one_error_line_and_no_report(text, tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text(text)
+    out = tmp_path / "report.html"
+    assert main(["report", str(run), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ")
+    assert BAD_METRICS[text].format(d=run) in err
+    assert not out.exists() and list(tmp_path.iterdir()) == [run]
+
+
+def test_missing_or_binary_metrics_name_the_file(tmp_path, capsys):
+    assert main(["report", str(tmp_path), "--out", str(tmp_path / "r.html")]) == 2
+    assert f"error: no metrics.jsonl in run directory {tmp_path}" in capsys.readouterr().err
+    (tmp_path / "metrics.jsonl").write_bytes(b'{"step": 1}\n\xff\xfe\n')
+    with pytest.raises(DapoError, match="metrics.jsonl: not UTF-8 text"):
         write_report([tmp_path], tmp_path / "r.html")
 
 
@@ -103,90 +195,9 @@ def test_final_and_best_skip_non_finite():
     assert final_and_best(records, "absent", "max") == (None, None)
 
 
-def test_nice_ticks_and_gaps():
-    assert nice_ticks(0, 1) == [0, 0.2, 0.4, 0.6, 0.8, 1.0]
-    assert nice_ticks(0, 7, integer=True) == [0, 2, 4, 6, 8]
-    assert nice_ticks(0.5, 0.5)[0] <= 0.5 <= nice_ticks(0.5, 0.5)[-1]
-    svg = line_chart([Series("s", [1, 2, 3, 4], [1.0, 2.0, math.nan, 3.0], "#000")], "t")
-    assert svg.count("<polyline") == 2  # a non-finite value breaks the line
-
-
-def decode_png(data: bytes) -> np.ndarray:
-    """Pixels (H, W, channels) of an 8-bit RGB/RGBA non-interlaced PNG; zlib + unfiltering."""
-    pos, idat, head = 8, b"", None
-    while pos < len(data):
-        (n,) = struct.unpack(">I", data[pos : pos + 4])
-        kind, body = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + n]
-        pos += 12 + n
-        if kind == b"IHDR":
-            head = struct.unpack(">IIBBBBB", body)
-        elif kind == b"IDAT":
-            idat += body
-    width, height, depth, color, _, _, interlace = head
-    assert depth == 8 and color in (2, 6) and interlace == 0, head
-    ch = 3 if color == 2 else 4
-    raw, stride = zlib.decompress(idat), width * ch
-    prev, rows = bytearray(stride), []
-    for y in range(height):
-        f, cur = (
-            raw[y * (stride + 1)],
-            bytearray(raw[y * (stride + 1) + 1 : (y + 1) * (stride + 1)]),
-        )
-        if f == 1:  # Sub
-            for i in range(ch, stride):
-                cur[i] = (cur[i] + cur[i - ch]) & 255
-        elif f == 2:  # Up
-            cur = bytearray((a + b) & 255 for a, b in zip(cur, prev, strict=True))
-        elif f in (3, 4):  # Average, Paeth
-            for i in range(stride):
-                a, b = (cur[i - ch] if i >= ch else 0), prev[i]
-                if f == 3:
-                    pred = (a + b) >> 1
-                else:
-                    c = prev[i - ch] if i >= ch else 0
-                    pa, pb, pc = abs(b - c), abs(a - c), abs(a + b - 2 * c)
-                    pred = a if pa <= pb and pa <= pc else (b if pb <= pc else c)
-                cur[i] = (cur[i] + pred) & 255
-        rows.append(bytes(cur))
-        prev = cur
-    return np.frombuffer(b"".join(rows), np.uint8).reshape(height, width, ch)
-
-
-def test_report_renders_in_headless_chromium(two_runs, tmp_path):
-    if not CHROMIUM.exists():
-        pytest.skip("chromium not installed: apt-get install chromium")
-    out = write_report(two_runs, tmp_path / "report.html")
-    shot = tmp_path / "shot.png"
-    cmd = [
-        str(CHROMIUM),
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={tmp_path / 'profile'}",
-        f"--screenshot={shot}",
-        "--window-size=1200,2400",
-        out.resolve().as_uri(),
-    ]
-    subprocess.run(cmd, capture_output=True, timeout=120, check=False)
-    assert shot.is_file(), "chromium wrote no screenshot"
-    px = decode_png(shot.read_bytes())[..., :3].astype(int)
-    assert px.shape == (2400, 1200, 3)
-    assert (px.sum(-1) < 765).mean() > 0.01  # not blank white
-    assert len(np.unique(px.reshape(-1, 3), axis=0)) > 50  # text, axes, lines, anti-aliasing
-    for hex_color in PALETTE[:2]:  # each run's lines drawn, across several chart rows
-        rgb = np.array([int(hex_color[i : i + 2], 16) for i in (1, 3, 5)])
-        rows = np.nonzero((np.abs(px - rgb).max(-1) <= 40).any(1))[0]
-        assert len(rows) > 150 and rows.max() - rows.min() > 600, hex_color
-
-
 # --- bad metrics files: one error line each, exit 2 -------------------------------------------
 
-BAD_METRICS = {
+BAD_METRIC_BYTES = {
     "list-line": (b"[1, 2]\n", "metrics.jsonl:1: expected a JSON object, got list"),
     "number-line": (b'{"step": 1}\n5\n', "metrics.jsonl:2: expected a JSON object, got int"),
     "not-json": (b'{"step": 1}\n{"step": \n', "metrics.jsonl:2: not JSON"),
@@ -196,11 +207,11 @@ BAD_METRICS = {
 }
 
 
-@pytest.mark.parametrize("name", list(BAD_METRICS))
+@pytest.mark.parametrize("name", list(BAD_METRIC_BYTES))
 def test_report_on_a_bad_metrics_file_is_one_error_line(name, tmp_path, capsys):
     from dapo_rl import cli
 
-    content, expected = BAD_METRICS[name]
+    content, expected = BAD_METRIC_BYTES[name]
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "metrics.jsonl").write_bytes(content)
     rc = cli.main(["report", str(tmp_path / "run"), "--out", str(tmp_path / "r.html")])
