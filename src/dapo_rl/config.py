@@ -60,7 +60,9 @@ class DataConfig:
     )
     prompt_field: str | None = _f(None, "field holding the problem text (dotted path allowed)")
     answer_field: str | None = _f(None, "field holding the reference answer (dotted path allowed)")
-    template: str = _f("dapo_oneshot", "prompt template: dapo_oneshot, steps_oneshot, dapo, boxed, plain")
+    template: str = _f(
+        "dapo_oneshot", "prompt template: dapo_oneshot, steps_oneshot, dapo, boxed, plain"
+    )
     min_value: int = _f(1, "arithmetic: smallest operand")
     max_value: int = _f(20, "arithmetic: largest operand")
     num_terms: int = _f(2, "arithmetic: operands per problem")
