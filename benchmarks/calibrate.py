@@ -1,12 +1,16 @@
-"""Where does the base model land on the arithmetic task? (the default's calibration)
+"""Where does the base model land on an arithmetic task? (calibration of the built-in tasks)
 
     python benchmarks/calibrate.py [--problems 64] [--templates dapo_oneshot,dapo]
+    python benchmarks/calibrate.py --num-terms 3 --ops +- --templates steps_oneshot \\
+        --max-new-tokens 24,32,48 --out calibration_steps.json
 
-For each prompt template: greedy accuracy on held-out problems, and at temperature 1.0 the
-mean accuracy over G=8 samples per problem and the share of zero-variance groups (all
-right or all wrong), which is what dynamic sampling throws away. Groups need variance for
-GRPO to learn, so the default template and difficulty should land at roughly 15-50%
-sampled accuracy. Prints a markdown table; saves benchmarks/results/calibration.json.
+For each prompt template and generation limit: greedy accuracy on held-out problems, and at
+temperature 1.0 over G samples per problem the mean accuracy, the share of zero-variance
+groups (all right or all wrong: what dynamic sampling throws away), the length distribution,
+the truncation rate, the mean length of correct and of wrong completions and the accuracy of
+truncated ones. Groups need variance for GRPO to learn, so a task should land at roughly
+15-50% sampled accuracy; DAPO's length fixes need truncation to act on. Prints a markdown
+table; saves the rows under benchmarks/results/.
 """
 
 from __future__ import annotations
@@ -21,10 +25,51 @@ import torch
 
 from dapo_rl import models
 from dapo_rl.data.arithmetic import Arithmetic
+from dapo_rl.data.templates import build_prompt
 from dapo_rl.eval import evaluate
+from dapo_rl.rewards import get_verifier, score_all
 from dapo_rl.rollout import HFEngine
 
 RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def sampled_stats(engine, tok, problems, template: str, max_new: int, g: int) -> dict:
+    """Statistics of G samples per problem at temperature 1.0."""
+    prompts = [build_prompt(tok, ex.problem, template) for ex in problems]
+    ro = engine.generate(
+        prompts,
+        n=g,
+        max_new_tokens=max_new,
+        temperature=1.0,
+        top_p=1.0,
+        generator=torch.Generator().manual_seed(0),
+    )
+    texts = tok.batch_decode(
+        [ids[m.bool()] for ids, m in zip(ro.completion_ids, ro.mask, strict=True)],
+        skip_special_tokens=True,
+    )
+    refs = [ex.answer for ex in problems for _ in range(g)]
+    verdicts, _ = score_all(get_verifier("dapo_answer"), texts, refs, timeout=2.0)
+    acc = torch.tensor([v.acc for v in verdicts], dtype=torch.float32)
+    lens, trunc = ro.lengths.float(), ro.truncated.bool()
+    groups = acc.view(-1, g).bool()
+    right = acc.bool()
+
+    def mean(x: torch.Tensor):
+        return round(float(x.mean()), 3) if len(x) else None
+
+    return {
+        f"avg@{g}": mean(acc),
+        "zero_var_frac": mean((groups.all(1) | (~groups).all(1)).float()),
+        "all_wrong_frac": mean((~groups).all(1).float()),
+        "len_mean": mean(lens),
+        "len_p50": float(lens.quantile(0.5)),
+        "len_p90": float(lens.quantile(0.9)),
+        "truncated_frac": mean(trunc.float()),
+        "len_correct": mean(lens[right]),
+        "len_wrong": mean(lens[~right]),
+        "acc_of_truncated": mean(acc[trunc]),
+    }
 
 
 def main() -> int:
@@ -32,52 +77,43 @@ def main() -> int:
     p.add_argument("--problems", type=int, default=64)
     p.add_argument("--templates", default="dapo_oneshot,dapo")
     p.add_argument("--max-value", type=int, default=20)
+    p.add_argument("--num-terms", type=int, default=2)
+    p.add_argument("--ops", default="+")
+    p.add_argument("--max-new-tokens", default="64", help="comma-separated generation limits")
     p.add_argument("--group-size", type=int, default=8)
+    p.add_argument("--out", default="calibration.json", help="file name under results/")
     args = p.parse_args()
     tok = models.load_tokenizer("smollm2-135m-instruct")
     model = models.load_model("smollm2-135m-instruct").eval()
     engine = HFEngine(model, tok, batch_size=128)
-    problems = Arithmetic(1, args.max_value, 2, "+").held_out(0, args.problems)
-    verifier = "dapo_answer"
-    rows = []
+    task = Arithmetic(1, args.max_value, args.num_terms, args.ops)
+    problems = task.held_out(0, args.problems)
+    g, rows = args.group_size, []
     for template in args.templates.split(","):
-        start = time.perf_counter()
-        res = evaluate(
-            engine,
-            tok,
-            problems,
-            verifier,
-            template=template,
-            max_new_tokens=64,
-            k=args.group_size,
-            temperature=1.0,
-            generator=torch.Generator().manual_seed(0),
-        )
-        k = args.group_size
-        rows.append(
-            {
-                "template": template,
-                "greedy_acc": res["acc"],
-                f"avg@{k}": res[f"avg@{k}"],
-                "zero_var_frac": res.get(f"zero_var@{k}"),
-                "pass@k": res[f"pass@{k}"],
-                "seconds": round(time.perf_counter() - start, 1),
-            }
-        )
+        for max_new in (int(x) for x in args.max_new_tokens.split(",")):
+            start = time.perf_counter()
+            greedy = evaluate(
+                engine, tok, problems, "dapo_answer", template=template, max_new_tokens=max_new
+            )
+            rows.append(
+                {
+                    "template": template,
+                    "max_new_tokens": max_new,
+                    "greedy_acc": greedy["acc"],
+                    **sampled_stats(engine, tok, problems, template, max_new, g),
+                    "seconds": round(time.perf_counter() - start, 1),
+                }
+            )
+            print(json.dumps(rows[-1]), flush=True)
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "calibration.json").write_text(
-        json.dumps({"problems": args.problems, "max_value": args.max_value, "rows": rows}, indent=2)
-    )
-    print(
-        f"| template | greedy acc | sampled acc (T=1, avg@{k}) | zero-variance groups | pass@{k} |"
-    )
-    print("|---|---|---|---|---|")
+    settings = {k: v for k, v in vars(args).items() if k not in ("out", "templates")}
+    (RESULTS / args.out).write_text(json.dumps({**settings, "rows": rows}, indent=2))
+    cols = [k for k in rows[0] if k not in ("template", "max_new_tokens", "seconds")]
+    print("| template | max_new_tokens | " + " | ".join(cols) + " |")
+    print("|---" * (len(cols) + 2) + "|")
     for r in rows:
-        zv = "n/a" if r["zero_var_frac"] is None else f"{r['zero_var_frac']:.2f}"
-        print(
-            f"| {r['template']} | {r['greedy_acc']:.3f} | {r[f'avg@{k}']:.3f} | {zv} | "
-            f"{r['pass@k']:.3f} |"
-        )
+        cells = " | ".join("n/a" if r[c] is None else str(r[c]) for c in cols)
+        print(f"| {r['template']} | {r['max_new_tokens']} | {cells} |")
     return 0
 
 

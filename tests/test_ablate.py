@@ -1,19 +1,22 @@
-"""The cumulative ablation: row definitions, and a tiny end-to-end run that resumes."""
+"""The seeded ablation: row definitions, per-run summaries, and a tiny end-to-end run that
+resumes."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import pytest
 from tiny_run import TINY_RUN
 
-from dapo_rl.ablate import rows, run_ablation
+from dapo_rl.ablate import EXPERIMENTS, aggregate_rows, rows, run_ablation, summarize_run
 from dapo_rl.config import build
+from dapo_rl.errors import DapoError
 
 HERE = Path(__file__).parent
 
 
-def test_rows_add_one_switch_each_and_end_at_dapo():
+def test_cumulative_rows_add_one_switch_each_and_end_at_dapo():
     names = [n for n, _ in rows()]
     assert names == [
         "naive_grpo",
@@ -45,15 +48,77 @@ def test_rows_add_one_switch_each_and_end_at_dapo():
         assert len(diff) == 1, diff
 
 
-def test_tiny_ablation_runs_writes_tables_and_skips_finished_rows(tmp_path, monkeypatch):
+@pytest.mark.parametrize("experiment", [e for e in EXPERIMENTS if e != "cumulative"])
+def test_single_fix_experiments_vary_only_their_fix_and_end_at_the_dapo_preset(experiment):
+    cfgs = [build(overrides=r) for _, r in rows(experiment)]
+    assert cfgs[-1].algo == build().algo or experiment == "overlong"
+    for a, b in zip(cfgs, cfgs[1:], strict=False):
+        diff = [k for k in a.algo.__dataclass_fields__ if getattr(a.algo, k) != getattr(b.algo, k)]
+        assert 1 <= len(diff) <= 2, diff
+    with pytest.raises(DapoError):
+        rows("nope")
+
+
+def test_summary_reads_gain_last_quarter_entropy_and_skips_missing_keys():
+    records = [{"step": 0, "eval/acc": 0.25}]
+    records += [{"step": s, "entropy/mean": float(s), "len/correct_mean": 10.0} for s in (1, 2, 3)]
+    records += [{"step": 4, "entropy/mean": 4.0, "eval/acc": 0.5}]
+    out = summarize_run(records)
+    assert out["eval_gain_pts"] == 25.0
+    assert out["entropy_last_quarter"] == 4.0  # the last ceil(4/4) = 1 step
+    assert out["len_correct"] == 10.0 and out["len_wrong"] is None
+
+
+def _seeds(values):
+    return [{"seed": s, "run_dir": "", "metrics": {"x": v}} for s, v in enumerate(values)]
+
+
+def test_rows_are_compared_seed_by_seed():
+    out = aggregate_rows(["a", "b"], [_seeds([1.0, 2.0, 3.0]), _seeds([2.1, 3.2, 4.0])])
+    assert out[0]["mean"]["x"] == 2.0 and "diff" not in out[0]
+    # mean 2, Bessel sd 1: half width t(0.975, 2) / sqrt(3) = 4.3027 / 1.7321 = 2.4841
+    assert out[0]["ci95"]["x"] == pytest.approx([2 - 2.4841, 2 + 2.4841], abs=1e-4)
+    diff = out[1]["diff"]  # differences 1.1, 1.2, 1.0: sd 0.1, half width 0.2484
+    assert diff["vs"] == "a" and diff["mean"]["x"] == pytest.approx(1.1)
+    assert diff["ci95"]["x"] == pytest.approx([1.1 - 0.2484, 1.1 + 0.2484], abs=1e-4)
+    assert diff["excludes_zero"]["x"]
+    wide = aggregate_rows(["a", "b"], [_seeds([1.0, 2.0, 3.0]), _seeds([3.0, 5.0, 4.0])])
+    assert not wide[1]["diff"]["excludes_zero"]["x"]  # differences 2, 3, 1: [-0.48, 4.48]
+
+
+def test_one_seed_has_a_mean_but_no_interval():
+    out = aggregate_rows(["a", "b"], [_seeds([1.0]), _seeds([2.0])])
+    assert out[0]["mean"] == {"x": 1.0} and out[0]["ci95"] == {}
+    assert out[1]["diff"]["mean"] == {"x": 1.0} and not out[1]["diff"]["excludes_zero"]["x"]
+
+
+def test_tiny_seeded_ablation_writes_intervals_and_skips_finished_runs(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(HERE / "train"))
     overrides = {**TINY_RUN, "train.steps": 1, "algo.max_gen_rounds": 2}
-    results = run_ablation(tmp_path, overrides)
-    assert len(results) == 6
-    assert (tmp_path / "ablation.md").read_text().count("\n") == 8
-    assert json.loads((tmp_path / "ablation.json").read_text())["rows"][0]["row"] == "naive_grpo"
-    assert (tmp_path / "report.html").exists()
-    before = (tmp_path / "0_naive_grpo" / "metrics.jsonl").read_text()
-    again = run_ablation(tmp_path, overrides)  # every row finished: nothing re-runs
-    assert (tmp_path / "0_naive_grpo" / "metrics.jsonl").read_text() == before
-    assert [r["eval_acc_end"] for r in again] == [r["eval_acc_end"] for r in results]
+    result = run_ablation(tmp_path, overrides, seeds=[0, 1], experiment="clip_higher")
+    saved = json.loads((tmp_path / "ablation.json").read_text())
+    assert saved["seeds"] == [0, 1]
+    assert [r["name"] for r in saved["rows"]] == ["eps_high_0.20", "eps_high_0.28"]
+    first, second = saved["rows"]
+    assert [s["seed"] for s in first["seeds"]] == [0, 1]
+    assert "eval_acc_end" in first["mean"] and "entropy_last_quarter" in second["diff"]["mean"]
+    assert first["seeds"][0]["curves"]["entropy/mean"]["steps"] == [1]
+    assert "interval excludes zero" in (tmp_path / "ablation.md").read_text()
+    html = (tmp_path / "report.html").read_text()
+    assert "eps_high_0.28" in html
+    run = tmp_path / "0_eps_high_0.20" / "seed1" / "metrics.jsonl"
+    before = run.read_text()
+    again = run_ablation(tmp_path, overrides, seeds=[0, 1], experiment="clip_higher")
+    assert run.read_text() == before  # finished runs are not run again
+    assert again["rows"][1]["mean"] == result["rows"][1]["mean"]
+
+
+def test_an_unfinished_run_resumes(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(HERE / "train"))
+    overrides = {**TINY_RUN, "train.steps": 2, "run.checkpoint_every": 1}
+    run_ablation(tmp_path, {**overrides, "train.steps": 1}, experiment="token_loss")
+    run_dir = tmp_path / "0_seq_mean" / "seed0"
+    assert (run_dir / "checkpoints").is_dir()
+    run_ablation(tmp_path, overrides, experiment="token_loss")  # longer budget: resumes
+    steps = [json.loads(x)["step"] for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert steps.count(1) == 1 and steps[-1] == 2

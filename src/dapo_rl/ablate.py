@@ -1,25 +1,41 @@
-"""The cumulative DAPO ablation (DAPO paper, table 1) as one command.
+"""Seeded ablations of DAPO's fixes (DAPO paper, table 1) with 95% intervals, as one command.
 
-Rows, each adding one switch to the row before, all with the same seed and budget:
-naive GRPO (symmetric clip 0.2, per-sequence mean, no KL) -> +overlong filtering ->
-+clip-higher -> +soft overlong punishment -> +token-level loss -> +dynamic sampling (DAPO).
-Each row is an ordinary run directory under the output folder; a row whose run finished
-is not run again, and an unfinished one is resumed, so the whole ablation is resumable.
-The held-out accuracy is the run's own final evaluation. Results go to ``ablation.md``,
-``ablation.json`` and ``report.html`` in the output folder.
+An experiment is a list of rows, each an ordinary training config; every row runs with the
+same seeds, so rows are compared seed by seed (paired differences, ``dapo_rl.stats``).
+- ``cumulative`` (the paper's table): naive GRPO (symmetric clip 0.2, per-sequence mean, no
+  KL) -> +overlong filtering -> +clip-higher -> +soft overlong punishment -> +token-level
+  loss -> +dynamic sampling (DAPO).
+- one experiment per fix where the cumulative table cannot isolate it: the full recipe with
+  only that fix switched (``clip_higher``, ``dynamic_sampling``, ``token_loss``,
+  ``overlong``), all rows from the same start.
+
+For every run it reads the held-out gain and the failure-mode metric of each fix from the
+run's own metrics: entropy over the last quarter of steps (clip-higher), the share of
+zero-variance groups and of generated tokens in them (dynamic sampling), the mean length of
+correct and of wrong completions (token-level loss), the truncation rate and the reward of
+truncated completions (overlong rows). Each run is a run directory under
+``OUT/<row>/seed<S>``; finished runs are not run again and unfinished ones resume, so a
+killed ablation continues where it stopped. Results: ``ablation.json``, ``ablation.md``
+and ``report.html`` in ``OUT``.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import os
 import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
 from dapo_rl import config as config_mod
+from dapo_rl.errors import DapoError
+from dapo_rl.metrics import read_metrics
+from dapo_rl.report.stats import excludes_zero, mean_interval, paired_differences
 
-# The default budget of every row (any key can be overridden on the command line): small
-# enough that the six rows run in about half an hour on a 2-core CPU.
+# The default budget of every run (any key can be overridden on the command line).
 BUDGET = {"train.steps": 12, "eval.every": 0, "eval.size": 100}
 NAIVE_GRPO = {
     "preset": "grpo",
@@ -30,7 +46,7 @@ NAIVE_GRPO = {
     "algo.overlong_shaping": False,
     "algo.overlong_filter": False,
 }
-STEPS: list[tuple[str, dict[str, Any]]] = [
+CUMULATIVE: list[tuple[str, dict[str, Any]]] = [
     ("naive_grpo", {}),
     ("+overlong_filter", {"algo.overlong_filter": True}),
     ("+clip_higher", {"algo.eps_high": 0.28}),
@@ -38,78 +54,242 @@ STEPS: list[tuple[str, dict[str, Any]]] = [
     ("+token_loss", {"algo.loss_agg": "token_mean"}),
     ("+dynamic_sampling", {"algo.dynamic_sampling": True}),
 ]
+# Single-fix experiments: the dapo preset with one fix varied (first row: the fix off).
+SINGLE_FIX: dict[str, list[tuple[str, dict[str, Any]]]] = {
+    "clip_higher": [("eps_high_0.20", {"algo.eps_high": 0.2}), ("eps_high_0.28", {})],
+    "dynamic_sampling": [("no_dynamic_sampling", {"algo.dynamic_sampling": False}), ("dapo", {})],
+    "token_loss": [("seq_mean", {"algo.loss_agg": "seq_mean_token_mean"}), ("token_mean", {})],
+    "overlong": [
+        ("no_overlong", {"algo.overlong_shaping": False, "algo.overlong_filter": False}),
+        ("+filter", {"algo.overlong_shaping": False, "algo.overlong_filter": True}),
+        ("+soft_punishment", {"algo.overlong_shaping": True, "algo.overlong_filter": False}),
+    ],
+}
+EXPERIMENTS = ("cumulative", *SINGLE_FIX)
+
+# Per-run numbers: (name, metrics key, how it is read from the step records).
+RUN_METRICS = (
+    ("entropy_last_quarter", "entropy/mean", "last_quarter"),
+    ("zero_var_frac", "ds/zero_var_frac", "mean"),
+    ("zero_var_token_frac", "ds/zero_var_token_frac", "mean"),
+    ("len_correct", "len/correct_mean", "mean"),
+    ("len_wrong", "len/wrong_mean", "mean"),
+    ("truncated_frac", "len/truncated_frac", "mean"),
+    ("reward_truncated", "reward/truncated_mean", "mean"),
+    ("train_acc", "acc/mean", "mean"),
+)
+CURVES = ("entropy/mean", "acc/mean", "len/mean", "len/truncated_frac", "ds/zero_var_frac")
 
 
-def rows() -> list[tuple[str, dict[str, Any]]]:
-    """(name, overrides) of each cumulative row."""
+def rows(experiment: str = "cumulative") -> list[tuple[str, dict[str, Any]]]:
+    """(name, overrides) of each row of ``experiment``."""
+    if experiment not in EXPERIMENTS:
+        raise DapoError(f"unknown experiment {experiment!r}: use one of {', '.join(EXPERIMENTS)}")
+    if experiment != "cumulative":
+        return [(name, dict(change)) for name, change in SINGLE_FIX[experiment]]
     out, current = [], dict(NAIVE_GRPO)
-    for name, change in STEPS:
+    for name, change in CUMULATIVE:
         current = {**current, **change}
         out.append((name, dict(current)))
     return out
 
 
+def _mean(xs: list[float]) -> float | None:
+    xs = [x for x in xs if x is not None and math.isfinite(x)]
+    return sum(xs) / len(xs) if xs else None
+
+
+def summarize_run(records: list[dict]) -> dict[str, Any]:
+    """The held-out gain (points) and each fix's failure-mode metric of one run's records."""
+    evals = [r["eval/acc"] for r in records if "eval/acc" in r]
+    steps = [r for r in records if r.get("step", 0) > 0]
+    out: dict[str, Any] = {
+        "eval_acc_start": evals[0] if evals else None,
+        "eval_acc_end": evals[-1] if evals else None,
+        "eval_gain_pts": 100 * (evals[-1] - evals[0]) if len(evals) > 1 else None,
+        "steps": len(steps),
+    }
+    quarter = steps[-max(1, math.ceil(len(steps) / 4)) :]
+    for name, key, how in RUN_METRICS:
+        chosen = quarter if how == "last_quarter" else steps
+        out[name] = _mean([r[key] for r in chosen if key in r])
+    return out
+
+
+def _seed_entry(seed: int, run_dir: Path) -> dict[str, Any]:
+    """One seed of a row: its run directory, its numbers and its curves."""
+    records = read_metrics(run_dir)
+    summary = summarize_run(records)
+    numbers = {k: v for k, v in summary.items() if k != "steps" and v is not None}
+    return {"seed": seed, "run_dir": str(run_dir), "metrics": numbers, "curves": curves_of(records)}
+
+
 def _finished(run_dir: Path, steps: int) -> bool:
-    path = run_dir / "metrics.jsonl"
-    if not path.exists():
+    if not (run_dir / "metrics.jsonl").exists():
         return False
-    records = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
-    return any(r.get("step") == steps and "eval/acc" in r for r in records)
+    return any(r.get("step") == steps and "eval/acc" in r for r in read_metrics(run_dir))
 
 
-def run_ablation(out_dir: Path, overrides: dict[str, Any]) -> list[dict[str, Any]]:
-    """Run (or resume) every row with the shared ``overrides``; returns the result rows."""
-    from dapo_rl.report import write_report
+def _run_one(overrides: dict[str, Any]) -> str:
+    """Train (or resume) one run; top-level so a worker process can call it."""
     from dapo_rl.train.loop import train
 
-    overrides = {**BUDGET, **overrides}
+    cfg = config_mod.build(overrides=overrides)
+    if not _finished(Path(cfg.run.dir), cfg.train.steps):
+        resume = (Path(cfg.run.dir) / "config.yaml").exists()
+        train(config_mod.build(overrides={**overrides, "resume": resume}))
+    return cfg.run.dir
+
+
+def plan(out_dir: Path, experiment: str, seeds: list[int], overrides: dict) -> list[dict]:
+    """Every run's full overrides, row by row and seed by seed (validated, nothing run)."""
+    runs = []
+    for i, (name, row) in enumerate(rows(experiment)):
+        for seed in seeds:
+            run_dir = out_dir / f"{i}_{name.strip('+')}" / f"seed{seed}"
+            values = {**BUDGET, **row, **overrides, "run.seed": seed, "run.dir": str(run_dir)}
+            config_mod.build(overrides=values)  # a bad key fails before any run starts
+            runs.append(values)
+    return runs
+
+
+def _execute(runs: list[dict], jobs: int) -> None:
+    if jobs <= 1:
+        for values in runs:
+            _run_one(values)
+        return
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
+        for done in pool.map(_run_one, [{**v, "run.threads": threads} for v in runs]):
+            _ = done  # re-raises the first failure
+
+
+def curves_of(records: list[dict]) -> dict[str, dict[str, list]]:
+    """The per-step curve of each ``CURVES`` key in one run's records."""
+    out = {}
+    for key in CURVES:
+        points = [(r["step"], r[key]) for r in records if r.get("step", 0) > 0 and key in r]
+        if points:
+            out[key] = {"steps": [p[0] for p in points], "values": [p[1] for p in points]}
+    return out
+
+
+def _interval(values: list[float]) -> tuple[float | None, list[float] | None]:
+    """(mean, [low, high]) over seeds; the interval is None with fewer than two values."""
+    m = mean_interval(values)
+    if m is None:
+        return None, None
+    mean, lo, hi = m
+    return mean, ([lo, hi] if math.isfinite(lo) and math.isfinite(hi) else None)
+
+
+def aggregate_rows(names: list[str], per_row: list[list[dict]]) -> list[dict]:
+    """Per row: every seed's numbers, their mean and 95% interval, and the paired difference
+    to the previous row for every metric (``report.ablation`` reads this shape)."""
+    result = []
+    for i, (name, runs) in enumerate(zip(names, per_row, strict=True)):
+        keys = list(dict.fromkeys(k for r in runs for k in r["metrics"]))
+        row: dict[str, Any] = {"name": name, "seeds": runs, "mean": {}, "ci95": {}}
+        for k in keys:
+            mean, ci = _interval([r["metrics"][k] for r in runs if k in r["metrics"]])
+            row["mean"][k] = mean
+            if ci:
+                row["ci95"][k] = ci
+        if i:
+            diff: dict[str, Any] = {"vs": names[i - 1], "mean": {}, "ci95": {}}
+            diff["excludes_zero"] = {}
+            for k in keys:
+                before = {r["seed"]: r["metrics"][k] for r in per_row[i - 1] if k in r["metrics"]}
+                after = {r["seed"]: r["metrics"][k] for r in runs if k in r["metrics"]}
+                mean, ci = _interval(paired_differences(before, after))
+                if mean is None:
+                    continue
+                diff["mean"][k] = mean
+                if ci:
+                    diff["ci95"][k] = ci
+                diff["excludes_zero"][k] = bool(ci) and excludes_zero(*ci)
+            row["diff"] = diff
+        result.append(row)
+    return result
+
+
+def run_ablation(
+    out_dir: Path,
+    overrides: dict[str, Any],
+    *,
+    seeds: list[int] | None = None,
+    experiment: str = "cumulative",
+    jobs: int = 1,
+) -> dict[str, Any]:
+    """Run (or resume) every row with every seed; writes and returns the ablation JSON."""
+    from dapo_rl.report import write_report
+
+    seeds = seeds or [0]
+    runs = plan(out_dir, experiment, seeds, overrides)
     out_dir.mkdir(parents=True, exist_ok=True)
-    results, dirs = [], []
-    for i, (name, row) in enumerate(rows()):
-        run_dir = out_dir / f"{i}_{name.strip('+')}"
-        cfg = config_mod.build(overrides={**row, **overrides, "run.dir": str(run_dir)})
-        start = time.perf_counter()
-        if not _finished(run_dir, cfg.train.steps):
-            resume = (run_dir / "config.yaml").exists()
-            cfg = config_mod.build(
-                overrides={**row, **overrides, "run.dir": str(run_dir), "resume": resume}
-            )
-            train(cfg)
-        wall = time.perf_counter() - start
-        records = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x]
-        evals = [r["eval/acc"] for r in records if "eval/acc" in r]
-        steps = [r for r in records if r["step"] > 0]
-        results.append(
-            {
-                "row": name,
-                "run_dir": str(run_dir),
-                "eval_acc_start": evals[0],
-                "eval_acc_end": evals[-1],
-                "train_acc_last": steps[-1].get("acc/mean") if steps else None,
-                "entropy_last": steps[-1].get("entropy/mean") if steps else None,
-                "wall_s_this_invocation": round(wall, 1),
-                "steps": len(steps),
-            }
+    start = time.perf_counter()
+    _execute(runs, jobs)
+    names = [n for n, _ in rows(experiment)]
+    per_row = []
+    for i in range(len(names)):
+        part = runs[i * len(seeds) : (i + 1) * len(seeds)]
+        per_row.append(
+            [_seed_entry(seed, Path(v["run.dir"])) for seed, v in zip(seeds, part, strict=True)]
         )
-        dirs.append(run_dir)
-    (out_dir / "ablation.json").write_text(
-        json.dumps({"overrides": overrides, "rows": results}, indent=2)
+    result = {
+        "title": f"DAPO ablation: {experiment}",
+        "command": f"dapo ablate --experiment {experiment} --seeds {len(seeds)}",
+        "experiment": experiment,
+        "seeds": seeds,
+        "overrides": {**BUDGET, **overrides},
+        "metrics": {k: {"label": label, "better": better} for k, label, _, better in COLUMNS},
+        "wall_s_this_invocation": round(time.perf_counter() - start, 1),
+        "rows": aggregate_rows(names, per_row),
+    }
+    (out_dir / "ablation.json").write_text(json.dumps(result, indent=1))
+    (out_dir / "ablation.md").write_text(table(result))
+    first_seed = [Path(r["seeds"][0]["run_dir"]) for r in result["rows"]]
+    write_report(
+        first_seed, out_dir / "report.html", labels=names, ablation=out_dir / "ablation.json"
     )
-    (out_dir / "ablation.md").write_text(table(results))
-    write_report(dirs, out_dir / "report.html", labels=[r["row"] for r in results])
-    return results
+    return result
 
 
-def table(results: list[dict[str, Any]]) -> str:
-    lines = [
-        "| row | held-out acc start | held-out acc end | change | final entropy |",
-        "|---|---|---|---|---|",
-    ]
-    for r in results:
-        ent = "n/a" if r["entropy_last"] is None else f"{r['entropy_last']:.3f}"
-        change = 100 * (r["eval_acc_end"] - r["eval_acc_start"])
-        lines.append(
-            f"| {r['row']} | {r['eval_acc_start']:.3f} | {r['eval_acc_end']:.3f} | "
-            f"{change:+.1f} pts | {ent} |"
-        )
+# (metric, label, digits in the table, which direction is better)
+COLUMNS = (
+    ("eval_gain_pts", "held-out gain (pts)", 1, "max"),
+    ("entropy_last_quarter", "entropy, last quarter", 3, None),
+    ("zero_var_frac", "zero-var groups", 3, "min"),
+    ("zero_var_token_frac", "tokens in zero-var groups", 3, "min"),
+    ("len_correct", "len correct", 1, None),
+    ("len_wrong", "len wrong", 1, None),
+    ("truncated_frac", "truncated", 3, "min"),
+    ("reward_truncated", "reward of truncated", 2, None),
+)
+
+
+def _cell(mean, ci, digits: int) -> str:
+    if mean is None:
+        return "n/a"
+    text = f"{mean:.{digits}f}"
+    return text + (f" [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]" if ci else "")
+
+
+def table(result: dict[str, Any]) -> str:
+    """Markdown: each row's means with 95% intervals, then the paired differences to the
+    previous row (``*`` where the interval excludes zero)."""
+    head = "| row | " + " | ".join(t for _, t, _, _ in COLUMNS) + " |"
+    rule = "|---" * (len(COLUMNS) + 1) + "|"
+    lines = [f"{len(result['seeds'])} seeds; mean [95% interval]", "", head, rule]
+    for r in result["rows"]:
+        cells = [_cell(r["mean"].get(k), r["ci95"].get(k), d) for k, _, d, _ in COLUMNS]
+        lines.append(f"| {r['name']} | " + " | ".join(cells) + " |")
+    lines += ["", "Paired difference to the previous row (* : interval excludes zero)", ""]
+    lines += [head, rule]
+    for r in result["rows"][1:]:
+        diff, cells = r["diff"], []
+        for k, _, d, _ in COLUMNS:
+            star = "*" if diff["excludes_zero"].get(k) else ""
+            cells.append(_cell(diff["mean"].get(k), diff["ci95"].get(k), d) + star)
+        lines.append(f"| {r['name']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

@@ -5,7 +5,7 @@
               [--limit N] [--verifier NAME] [--max-new-tokens N] [--out FILE] [KEY=VALUE ...]
               (KEY: data.*, rewards.*, rollout.* keys, as in train)
     dapo report [RUN_DIR ...] [--ablation results.json] [--out report.html] [--labels a,b]
-    dapo ablate [--out DIR] [KEY=VALUE ...]
+    dapo ablate [--out DIR] [--seeds N] [--experiment NAME] [--jobs J] [KEY=VALUE ...]
 
 Every DapoError becomes one line on stderr and exit status 2. A training run stopped by
 SIGINT or SIGTERM prints one line on how to resume and exits with 130 or 143.
@@ -48,15 +48,21 @@ def _ablate(args: argparse.Namespace) -> None:
     from pathlib import Path
 
     from dapo_rl import config
-    from dapo_rl.ablate import rows, run_ablation
+    from dapo_rl.ablate import plan, run_ablation
 
+    if args.seeds < 1 or args.jobs < 1:
+        raise DapoError("--seeds and --jobs must be >= 1")
     overrides = dict(config.parse_override(o) for o in args.overrides)
-    for _, row in rows():  # check every row's config before any run starts
-        config.build(overrides={**row, **overrides, "run.dir": args.out})
+    seeds = list(range(args.seeds))
+    plan(Path(args.out), args.experiment, seeds, overrides)  # every run's config, checked first
     _quiet_libraries()
-    results = run_ablation(Path(args.out), overrides)
+    result = run_ablation(
+        Path(args.out), overrides, seeds=seeds, experiment=args.experiment, jobs=args.jobs
+    )
     print((Path(args.out) / "ablation.md").read_text(), end="")
-    print(f"{len(results)} rows; report in {Path(args.out) / 'report.html'}")
+    print(
+        f"{len(result['rows'])} rows x {len(seeds)} seeds; see {Path(args.out) / 'ablation.json'}"
+    )
 
 
 def _report(args: argparse.Namespace) -> None:
@@ -104,6 +110,7 @@ def _eval(args: argparse.Namespace) -> None:
 
 def _parser() -> argparse.ArgumentParser:
     from dapo_rl import config
+    from dapo_rl.ablate import EXPERIMENTS
 
     p = argparse.ArgumentParser(
         prog="dapo", description="DAPO / GRPO training from verifiable rewards"
@@ -170,9 +177,17 @@ def _parser() -> argparse.ArgumentParser:
     e.set_defaults(func=_eval)
     a = sub.add_parser(
         "ablate",
-        help="the cumulative DAPO ablation (naive GRPO -> ... -> DAPO), same seed and budget",
+        help="seeded DAPO ablation with 95%% intervals (cumulative or one fix at a time)",
     )
     a.add_argument("--out", default="runs/ablation", help="folder for the row runs and the tables")
+    a.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1, the same for every row")
+    a.add_argument(
+        "--experiment",
+        default="cumulative",
+        choices=EXPERIMENTS,
+        help="cumulative (naive GRPO -> +each fix -> DAPO) or one fix varied on the dapo preset",
+    )
+    a.add_argument("--jobs", type=int, default=1, help="runs trained in parallel processes")
     a.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="budget etc. for every row")
     a.set_defaults(func=_ablate)
     r = sub.add_parser("report", help="HTML report comparing runs")

@@ -73,7 +73,7 @@ class DataConfig:
     template: str = _f(
         "auto",
         "prompt template: auto (dapo_oneshot for arithmetic, plain for chat-message or "
-        "prompt_template rows, else dapo), dapo_oneshot, dapo, boxed, plain",
+        "prompt_template rows, else dapo), dapo_oneshot, steps_oneshot, dapo, boxed, plain",
     )
     min_value: int = _f(1, "arithmetic: smallest operand")
     max_value: int = _f(20, "arithmetic: largest operand")

@@ -34,7 +34,7 @@ class FakePlainTokenizer:
 
 
 def test_named_templates():
-    assert set(TEMPLATES) == {"dapo", "dapo_oneshot", "boxed", "plain"}
+    assert set(TEMPLATES) == {"dapo", "dapo_oneshot", "steps_oneshot", "boxed", "plain"}
 
 
 @pytest.mark.parametrize("name", sorted(TEMPLATES))
@@ -75,6 +75,14 @@ def test_oneshot_gives_a_worked_example_as_a_previous_turn():
     # the same instruction wraps the example question and the real one
     assert example_q["content"].replace("What is 12 + 7?", PROBLEM) == question["content"]
     assert "Answer:" in question["content"]
+
+
+def test_steps_oneshot_example_writes_one_line_per_operation():
+    example_q, example_a, _ = render(PROBLEM, "steps_oneshot")
+    # 7 + 12 = 19, then 19 - 5 = 14: each step checks out and the last line is the answer
+    assert "7 + 12 - 5" in example_q["content"]
+    lines = example_a["content"].splitlines()
+    assert lines == ["7 + 12 = 19.", "19 - 5 = 14.", "Answer: 14"]
 
 
 def test_braces_in_the_problem_are_kept_verbatim():

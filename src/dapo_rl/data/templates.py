@@ -6,6 +6,10 @@ Named templates:
   previous chat turn. Small instruct models (SmolLM2-135M) almost never end with an
   ``Answer:`` line without an example (``benchmarks/calibrate.py``, sums up to 20 at
   temperature 1.0: 40% correct with this template, 0.6% with ``dapo``).
+- ``steps_oneshot``: the ``Answer:`` instruction with a worked example that writes one
+  line per operation, so multi-step problems (``data.num_terms`` >= 3) get written steps
+  and a tight ``rollout.max_new_tokens`` truncates some correct reasoning: the task on
+  which DAPO's length fixes have something to act (``benchmarks/calibrate.py``).
 - ``boxed``: reason step by step and put the final answer in ``\\boxed{}``.
 - ``plain``: the problem text alone.
 - ``auto`` (``data.template``'s default): each example's own choice (``Example.template``):
@@ -30,11 +34,18 @@ _DAPO = (
 )
 _ANSWER_LINE = "{problem} End with a line Answer: <number>."
 _ONESHOT_EXAMPLE = ("What is 12 + 7?", "12 + 7 = 19.\nAnswer: 19")
+_STEPS_EXAMPLE = ("What is 7 + 12 - 5?", "7 + 12 = 19.\n19 - 5 = 14.\nAnswer: 14")
 _BOXED = "{problem}\n\nPlease reason step by step, and put your final answer within \\boxed{{}}."
 
-TEMPLATES = {"dapo": _DAPO, "dapo_oneshot": _ANSWER_LINE, "boxed": _BOXED, "plain": "{problem}"}
+TEMPLATES = {
+    "dapo": _DAPO,
+    "dapo_oneshot": _ANSWER_LINE,
+    "steps_oneshot": _ANSWER_LINE,
+    "boxed": _BOXED,
+    "plain": "{problem}",
+}
 AUTO = "auto"
-_EXAMPLES = {"dapo_oneshot": [_ONESHOT_EXAMPLE]}
+_EXAMPLES = {"dapo_oneshot": [_ONESHOT_EXAMPLE], "steps_oneshot": [_STEPS_EXAMPLE]}
 
 
 def check_template(template: str) -> None:

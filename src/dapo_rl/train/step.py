@@ -205,6 +205,32 @@ def collect(state) -> Collected:
     return Collected(batch, rewards, accs, st)
 
 
+def outcome_metrics(
+    reward: torch.Tensor,
+    acc: torch.Tensor,
+    lens: torch.Tensor,
+    trunc: torch.Tensor,
+    group_size: int,
+) -> dict[str, float]:
+    """What each DAPO fix acts on, over every completion generated this step (all (N,),
+    whole groups in order): lengths of correct and wrong completions (token-level loss,
+    3.3), the reward of truncated ones (overlong shaping, 3.4) and the share of generated
+    tokens in zero-variance groups, which carry no gradient (dynamic sampling, 3.2).
+    A mean over an empty set is left out rather than reported as NaN."""
+    right, trunc = acc > 0, trunc.bool()
+    groups = right.view(-1, group_size)
+    zero_var = (groups.all(1) | (~groups).all(1)).repeat_interleave(group_size)
+    out = {"ds/zero_var_token_frac": float(lens[zero_var].sum() / lens.sum().clamp(min=1))}
+    for key, sel, values in (
+        ("len/correct_mean", right, lens),
+        ("len/wrong_mean", ~right, lens),
+        ("reward/truncated_mean", trunc, reward),
+    ):
+        if sel.any():
+            out[key] = float(values[sel].mean())
+    return out
+
+
 def _rollout_metrics(col: Collected, cfg) -> dict[str, float]:
     st, lens = col.stats, col.stats["len"]
     generated = len(lens)
@@ -230,6 +256,7 @@ def _rollout_metrics(col: Collected, cfg) -> dict[str, float]:
         "throughput/gen_tokens_per_s": st["gen_tokens"] / max(st["gen_time"], 1e-9),
         "ds/gen_tokens": st["gen_tokens"],
         **st["sampler"],
+        **outcome_metrics(st["reward"], st["acc"], lens, st["trunc"], cfg.rollout.group_size),
     }
     return out
 
