@@ -1,7 +1,7 @@
 """Seeded ablations of DAPO's fixes (DAPO paper, table 1) with 95% intervals, as one command.
 
 An experiment is a list of rows, each an ordinary training config; every row runs with the
-same seeds, so rows are compared seed by seed (paired differences, ``dapo_rl.stats``).
+same seeds, so rows are compared seed by seed (paired differences, ``dapo_rl.report.stats``).
 - ``cumulative`` (the paper's table): naive GRPO (symmetric clip 0.2, per-sequence mean, no
   KL) -> +overlong filtering -> +clip-higher -> +soft overlong punishment -> +token-level
   loss -> +dynamic sampling (DAPO).
