@@ -76,39 +76,48 @@ def _lock(run_dir: Path) -> int:
 
 
 def prepare(cfg: Config) -> tuple[Path, int]:
-    """The run directory, locked and holding this run's config; (path, lock descriptor)."""
+    """The run directory, locked and holding this run's config; (path, lock descriptor).
+
+    The claim is checked before anything is written (a refused run leaves no lock file),
+    then again under the lock, for a trainer that claimed the directory in between.
+    """
     run_dir = Path(cfg.run.dir)
     try:
+        _may_claim(run_dir, cfg)
         run_dir.mkdir(parents=True, exist_ok=True)
         lock = _lock(run_dir)
     except OSError as e:  # read-only, not a directory, no space
         raise DapoError(f"cannot write to run directory {run_dir}: {e.strerror}") from None
     try:
-        _claim(run_dir, cfg)
+        _claim(run_dir, cfg, replace=_may_claim(run_dir, cfg))
     except BaseException:
         os.close(lock)
         raise
     return run_dir, lock
 
 
-def _claim(run_dir: Path, cfg: Config) -> None:
-    """Check (under the lock) that this run may use ``run_dir``, then write its config."""
+def _may_claim(run_dir: Path, cfg: Config) -> bool:
+    """Refuse (DapoError) a run that may not use ``run_dir``; whether it replaces one there."""
     saved = run_dir / "config.yaml"
-    replace = cfg.run.overwrite
     if saved.exists() and cfg.resume:
         _check_resumable(saved, cfg)
-        replace = False
-    elif saved.exists() and not cfg.run.overwrite:
+        return False
+    if saved.exists() and not cfg.run.overwrite:
         raise DapoError(
             f"run directory {run_dir} already holds a run: pass resume=true to continue "
             "it or run.overwrite=true to replace it"
         )
+    return cfg.run.overwrite
+
+
+def _claim(run_dir: Path, cfg: Config, *, replace: bool) -> None:
+    """Write this run's config into ``run_dir`` (after removing the run it replaces)."""
     try:
         for name in ("metrics.jsonl", "checkpoints", "config.yaml") if replace else ():
             path = run_dir / name
             shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(
                 missing_ok=True
             )
-        write_atomic(saved, yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        write_atomic(run_dir / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
     except OSError as e:
         raise DapoError(f"cannot write to run directory {run_dir}: {e.strerror}") from None
