@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import pytest
@@ -64,7 +65,11 @@ def test_eval_settings_take_only_data_rewards_rollout_keys():
 
 
 def test_train_returns_metrics_samples_and_checkpoint(tmp_path):
-    result = dapo_rl.train(TINY_RUN, run__dir=str(tmp_path / "run"), train__lr_schedule="linear")
+    importlib.import_module("dapo_rl.train.loop")  # the subpackage must not hide the function
+
+    result = dapo_rl.run_training(
+        TINY_RUN, run__dir=str(tmp_path / "run"), train__lr_schedule="linear"
+    )
     assert [r["step"] for r in result.metrics] == [0, 1, 2]
     assert result.final["step"] == 2 and "eval/acc" in result.final
     assert result.config.train.lr_schedule == "linear"

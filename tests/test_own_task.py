@@ -76,6 +76,8 @@ def test_readme_own_task_example_runs(tmp_path):
 
     bash = _small(blocks["bash"][0], "bash")
     out = _run(["bash", "-euo", "pipefail", "-c", bash], tmp_path, env)
+    assert "config:\nmodel:\n  name: tiny-random\n" in out  # the resolved config as YAML
+    assert "bar: R mean reward" in out  # the legend of the progress bar's labels
     run = tmp_path / "runs" / "own-task"
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [0, 1, 2]

@@ -1,9 +1,9 @@
 """The Python API: what the ``dapo`` command does, callable from a notebook or a script.
 
-    from dapo_rl import make_config, train, evaluate
+    from dapo_rl import evaluate, make_config, run_training
 
     cfg = make_config({"model": {"name": "tiny-random"}}, "train.steps=2", run__dir="runs/a")
-    result = train(cfg)               # RunResult: run_dir, config, metrics (one dict per step)
+    result = run_training(cfg)        # RunResult: run_dir, config, metrics (one dict per step)
     result.metrics[-1]["eval/acc"]
     evaluate("runs/a/checkpoints/step_000002/model", "test.jsonl", "data.answer_field=gold")
 
@@ -93,8 +93,11 @@ class RunResult:
         return dirs[-1] / "model" if dirs else None
 
 
-def train(cfg: Config | Any = None, *layers: Any, **keys: Any) -> RunResult:
-    """Run (or resume) training; ``cfg`` is a Config or the first layer for ``make_config``."""
+def run_training(cfg: Config | Any = None, *layers: Any, **keys: Any) -> RunResult:
+    """Run (or resume) training; ``cfg`` is a Config or the first layer for ``make_config``.
+
+    (Not called ``train``: ``dapo_rl.train`` is the training subpackage, and importing it
+    would replace a function of that name on the package.)"""
     if not isinstance(cfg, Config) or layers or keys:
         cfg = make_config(*((cfg,) if cfg is not None else ()), *layers, **keys)
     from dapo_rl.metrics import read_metrics

@@ -7,8 +7,10 @@
     dapo report [RUN_DIR ...] [--ablation results.json] [--out report.html] [--labels a,b]
     dapo ablate [--out DIR] [--seeds N] [--experiment NAME] [--jobs J] [KEY=VALUE ...]
 
-Every DapoError becomes one line on stderr and exit status 2. A training run stopped by
-SIGINT or SIGTERM prints one line on how to resume and exits with 130 or 143.
+``train`` and ``eval`` are thin layers over ``dapo_rl.api`` (``make_config``,
+``run_training``, ``evaluate``). Every DapoError becomes one line on stderr and exit
+status 2. A training run stopped by SIGINT or SIGTERM prints one line on how to resume and
+exits with 130 or 143.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ def _train(args: argparse.Namespace) -> None:
     cfg = api.make_config(*layers, overrides, preset=args.preset)
     # Imported only now: torch and transformers take seconds, a config error should not.
     _quiet_libraries()
-    result = api.train(cfg)
+    result = api.run_training(cfg)
     print(f"run written to {result.run_dir}")
 
 
