@@ -1,0 +1,163 @@
+"""Memory per GPU on paper (``estimate``), and its measurement (``PeakTensorBytes``).
+
+Owns one formula for the bytes a training rank holds, by kind, for a Llama-style decoder
+(``perf.ModelShape`` counts its weights) and a parallel layout (``Layout``). Terms:
+
+- weights, gradients, AdamW moments: float32 master copies, 4 + 4 + 8 bytes per parameter,
+  divided by the world size under FSDP (sharded); whole otherwise. With FSDP the weights of
+  the layer running (and the next, prefetched) are gathered whole, in the compute dtype;
+  their gradients are whole until reduce-scattered.
+- activations: what autograd keeps per token of one micro-batch between forward and
+  backward. Per layer and token ``_SAVED_PER_LAYER`` hidden-size vectors and
+  ``_SAVED_PER_MLP`` MLP-width vectors (counted below from the tensors a Llama layer saves in
+  transformers' eager code); with activation checkpointing only each layer's input is kept,
+  plus the saved tensors of the one layer being recomputed.
+- logits: the float32 (positions x vocab) tensors alive at once in the LM head: the logits,
+  their log-softmax, and, in the backward pass, its gradient: 3 per position, over a chunk of
+  ``logits_chunk`` positions or over the whole micro-batch.
+- KV cache of generation: 2 (keys, values) x layers x KV width x tokens, compute dtype.
+
+Not counted: temporaries inside one kernel, the allocator's fragmentation and caching, the
+CUDA context, communication buffers. The test (tests/test_memory.py) measures the live tensor
+bytes of a real update on the CPU (``PeakTensorBytes``) and states how close the formula is.
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+
+from dapo_rl.perf import ModelShape
+
+# Saved per layer and token (vectors of width hidden): the layer input and the two RMSNorm
+# inputs, outputs and (float32) normalised values (6), Q (1), K and V before and after
+# rotary (counted as KV width, 4 x kv/h), the attention output (1), its output projection
+# input (1); the MLP saves its input (1).
+_SAVED_PER_LAYER = 10
+# MLP-width vectors saved per token: gate and up projections, SiLU(gate), their product.
+_SAVED_PER_MLP = 4
+_LOGITS_ALIVE = 3  # logits, log-softmax, gradient: float32 (positions x vocab) each
+
+DTYPE_BYTES = {"float32": 4, "bfloat16": 2}
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How one training rank is set up."""
+
+    world: int = 1  # data-parallel ranks
+    fsdp: bool = False  # weights, gradients and AdamW state sharded over the ranks
+    compute_dtype: str = "float32"  # activations and gathered weights: float32 or bfloat16
+    micro_batch_tokens: int = 4096  # tokens of one micro-batch (prompt + completions)
+    logits_positions: int = 4096  # positions whose logits a micro-batch needs
+    logits_chunk: int = 0  # positions per LM-head chunk; 0 = all at once
+    grad_checkpointing: bool = False
+    kv_tokens: int = 0  # tokens in the generation KV cache on this rank
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What the memory model needs of a decoder: ``perf.ModelShape`` plus widths."""
+
+    params: int  # every parameter (embeddings and an untied head included)
+    layer_params: int  # parameters of one decoder layer
+    layers: int
+    hidden: int
+    mlp: int  # intermediate size
+    kv_width: int  # KV heads x head dim
+    vocab: int
+
+    @classmethod
+    def from_config(cls, config) -> Shape:
+        flops = ModelShape.from_config(config)
+        d, v = config.hidden_size, config.vocab_size
+        heads = config.num_attention_heads
+        head_dim = getattr(config, "head_dim", None) or d // heads
+        tied = getattr(config, "tie_word_embeddings", False)
+        norms = (2 * flops.layers + 1) * d
+        return cls(
+            params=flops.body_params + d * v * (1 if tied else 2) + norms,
+            layer_params=flops.body_params // flops.layers + 2 * d,
+            layers=flops.layers,
+            hidden=d,
+            mlp=config.intermediate_size,
+            kv_width=config.num_key_value_heads * head_dim,
+            vocab=v,
+        )
+
+
+def activation_bytes_per_token(shape: Shape, dtype_bytes: int) -> int:
+    """Bytes autograd keeps per token for one decoder layer (no checkpointing)."""
+    kv = 4 * shape.kv_width
+    return (_SAVED_PER_LAYER * shape.hidden + kv + _SAVED_PER_MLP * shape.mlp) * dtype_bytes
+
+
+def estimate(shape: Shape, layout: Layout) -> dict[str, int]:
+    """Bytes one rank holds at the peak of an update, by kind, and their ``total``."""
+    b = DTYPE_BYTES[layout.compute_dtype]
+    n = layout.world if layout.fsdp else 1
+    out = {
+        "weights": 4 * shape.params // n,
+        "gradients": 4 * shape.params // n,
+        "optimizer": 8 * shape.params // n,
+    }
+    if layout.fsdp and layout.world > 1:
+        # two layers gathered whole (running + prefetched) and one layer's whole gradient
+        out["gathered"] = 2 * shape.layer_params * b + 4 * shape.layer_params
+    tokens = layout.micro_batch_tokens
+    per_layer = activation_bytes_per_token(shape, b) * tokens
+    if layout.grad_checkpointing:
+        out["activations"] = shape.layers * tokens * shape.hidden * b + per_layer
+    else:
+        out["activations"] = shape.layers * per_layer
+    positions = layout.logits_positions
+    if layout.logits_chunk:
+        positions = min(positions, layout.logits_chunk)
+    out["logits"] = _LOGITS_ALIVE * positions * shape.vocab * 4
+    out["kv_cache"] = 2 * shape.layers * shape.kv_width * layout.kv_tokens * b
+    out["total"] = sum(out.values())
+    return out
+
+
+class PeakTensorBytes(TorchDispatchMode):
+    """Live tensor bytes created inside the ``with`` block: ``now`` and ``peak``.
+
+    Counts every storage an operation returns (once, until it is freed), so it measures what
+    a GPU allocator would have to hold, without the allocator's caching. Tensors that existed
+    before the block (weights) are not counted: pass them to ``count`` to include them.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.now = self.peak = 0
+        self._live: set[int] = set()
+
+    def _add(self, t: torch.Tensor) -> None:
+        st = t.untyped_storage()
+        key = st.data_ptr()
+        if key in self._live or st.nbytes() == 0 or t.device.type == "meta":
+            return
+        self._live.add(key)
+        self.now += st.nbytes()
+        self.peak = max(self.peak, self.now)
+        weakref.finalize(st, self._free, key, st.nbytes())
+
+    def _free(self, key: int, nbytes: int) -> None:
+        self._live.discard(key)
+        self.now -= nbytes
+
+    def count(self, tensors) -> None:
+        """Include tensors made before the block (weights, optimizer state)."""
+        for t in tensors:
+            self._add(t)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_flatten(out)[0]:
+            if isinstance(t, torch.Tensor):
+                self._add(t)
+        return out
