@@ -8,14 +8,17 @@ Owns one formula for the bytes a training rank holds, by kind, for a Llama-style
   the layer running (and the next, prefetched) are gathered whole, in the compute dtype;
   their gradients are whole until reduce-scattered.
 - activations: what autograd keeps per token of one micro-batch between forward and
-  backward. Per layer and token ``_SAVED_PER_LAYER`` hidden-size vectors and
-  ``_SAVED_PER_MLP`` MLP-width vectors (counted below from the tensors a Llama layer saves in
-  transformers' eager code); with activation checkpointing only each layer's input is kept,
-  plus the saved tensors of the one layer being recomputed.
-- logits: the float32 (positions x vocab) tensors alive at once in the LM head: the logits,
-  their log-softmax, and, in the backward pass, its gradient: 3 per position, over a chunk of
-  ``logits_chunk`` positions or over the whole micro-batch.
+  backward (``activation_bytes_per_token``: hidden, KV and MLP-width vectors per layer,
+  counted below); with activation checkpointing only each layer's input is kept, plus the
+  saved tensors of the one layer being recomputed.
+- logits: the float32 (positions x vocab) tensors alive at once in the LM head, over a chunk
+  of ``logits_chunk`` positions or over the whole micro-batch: 5 in the forward (logits,
+  log-softmax, the entropy's temporaries), 3 in the backward.
 - KV cache of generation: 2 (keys, values) x layers x KV width x tokens, compute dtype.
+
+The peak: weights, AdamW state and gathered layers, plus the larger of the forward's
+(activations + forward logits) and the backward's (activations + backward logits +
+gradients; the update frees gradients between optimizer steps), plus the KV cache.
 
 Not counted: temporaries inside one kernel, the allocator's fragmentation and caching, the
 CUDA context, communication buffers. The test (tests/test_memory.py) measures the live tensor
@@ -33,14 +36,20 @@ from torch.utils._pytree import tree_flatten
 
 from dapo_rl.perf import ModelShape
 
-# Saved per layer and token (vectors of width hidden): the layer input and the two RMSNorm
-# inputs, outputs and (float32) normalised values (6), Q (1), K and V before and after
-# rotary (counted as KV width, 4 x kv/h), the attention output (1), its output projection
-# input (1); the MLP saves its input (1).
-_SAVED_PER_LAYER = 10
-# MLP-width vectors saved per token: gate and up projections, SiLU(gate), their product.
-_SAVED_PER_MLP = 4
-_LOGITS_ALIVE = 3  # logits, log-softmax, gradient: float32 (positions x vocab) each
+# Saved per layer and token, counted from what autograd keeps in transformers' Llama layer:
+# each RMSNorm keeps its float32 input and normalised input (2 x 2 hidden vectors, float32
+# whatever the compute dtype) and its output (2 x 1); attention keeps Q and its output
+# (2 hidden vectors) and the output projection's input (1); K and V (2 KV-width vectors);
+# the MLP keeps gate, up, SiLU(gate) and their product (4 MLP-width vectors). Measured on
+# the CPU (tests/test_memory.py): within a few percent of this count.
+_NORM_FLOAT32 = 4  # hidden vectors, always float32
+_SAVED_HIDDEN = 5  # hidden vectors in the compute dtype
+_SAVED_KV = 2
+_SAVED_MLP = 4
+# float32 (positions x vocab) tensors alive at once: in the forward the logits, their
+# log-softmax and the entropy's three temporaries; in the backward the saved log-softmax,
+# its gradient and the logits' gradient
+_LOGITS_FORWARD, _LOGITS_BACKWARD = 5, 3
 
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2}
 
@@ -92,8 +101,8 @@ class Shape:
 
 def activation_bytes_per_token(shape: Shape, dtype_bytes: int) -> int:
     """Bytes autograd keeps per token for one decoder layer (no checkpointing)."""
-    kv = 4 * shape.kv_width
-    return (_SAVED_PER_LAYER * shape.hidden + kv + _SAVED_PER_MLP * shape.mlp) * dtype_bytes
+    vectors = _SAVED_HIDDEN * shape.hidden + _SAVED_KV * shape.kv_width + _SAVED_MLP * shape.mlp
+    return _NORM_FLOAT32 * shape.hidden * 4 + vectors * dtype_bytes
 
 
 def estimate(shape: Shape, layout: Layout) -> dict[str, int]:
@@ -117,9 +126,13 @@ def estimate(shape: Shape, layout: Layout) -> dict[str, int]:
     positions = layout.logits_positions
     if layout.logits_chunk:
         positions = min(positions, layout.logits_chunk)
-    out["logits"] = _LOGITS_ALIVE * positions * shape.vocab * 4
+    one = positions * shape.vocab * 4
+    out["logits"] = _LOGITS_FORWARD * one
     out["kv_cache"] = 2 * shape.layers * shape.kv_width * layout.kv_tokens * b
-    out["total"] = sum(out.values())
+    act = out["activations"]
+    passes = max(act + out["logits"], act + _LOGITS_BACKWARD * one + out["gradients"])
+    fixed = out["weights"] + out["optimizer"] + out.get("gathered", 0) + out["kv_cache"]
+    out["total"] = fixed + passes
     return out
 
 
