@@ -219,9 +219,7 @@ def measure(args) -> dict:
     by = {(r["ckpt"], r["chunk"]): r for r in runs}
     plain = by[False, 0]
     saving = {
-        name: {
-            key: plain[key] - by[k][key] for key in ("peak_rss", "peak_tensor_bytes")
-        }
+        name: {key: plain[key] - by[k][key] for key in ("peak_rss", "peak_tensor_bytes")}
         | {"estimate": plain["estimate"]["total"] - by[k]["estimate"]["total"]}
         for name, k in (
             ("chunked_logprobs", (False, args.chunk)),
