@@ -11,13 +11,14 @@ of up to 2048 and completions of up to 20480 tokens, one full-length sequence pe
 AdamW state, FSDP over 8 GPUs (one node) and over 32 and 64 (4 and 8 nodes). Saved to
 ``benchmarks/results/memory_model.json``.
 
-``measure`` runs one update (two AdamW steps of one micro-batch each: by default 2 sequences
-of 64 + 192 tokens) of a random model of Qwen2.5-0.5B's shape (width 896, 14 heads, 2 KV
+``measure`` runs one update (one AdamW step of one micro-batch: by default 2 sequences of
+64 + 448 tokens) of a random model of Qwen2.5-0.5B's shape (width 896, 14 heads, 2 KV
 heads, MLP 4864; 4 of its 24 layers by default, to fit a small shared machine) with the
 SmolLM2 tokenizer's vocabulary, in a fresh process per setting, with activation
 checkpointing and chunked log-probs (chunks of ``--chunk`` positions) each on and off. It
-records the peak resident memory of the update (Linux ``VmHWM``, reset just before it), the
-peak of live tensor bytes (``memory.PeakTensorBytes``) and the formula's total. Saved to
+records the peak resident memory (Linux ``VmHWM``, reset just before the update) and the peak
+of live tensor bytes (``memory.PeakTensorBytes``) of the forward and backward passes (read
+just before the optimizer step) and of the whole update, and the formula's terms. Saved to
 ``benchmarks/results/memory_update_cpu.json``.
 """
 
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -111,8 +113,6 @@ def markdown(result: dict) -> str:
 
 def _child(spec: dict) -> dict:
     """One update in this process; the memory it took."""
-    import resource
-
     import torch
 
     from dapo_rl.memory import Layout, PeakTensorBytes, Shape, estimate
@@ -134,7 +134,7 @@ def _child(spec: dict) -> dict:
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
     b, tp, tc = spec["rows"], spec["prompt"], spec["completion"]
     g = torch.Generator().manual_seed(0)
-    n = 2 * b
+    n = b
     ro = Rollout(
         torch.randint(1, vocab, (n, tp), generator=g),
         torch.ones(n, tp, dtype=torch.long),
@@ -153,14 +153,22 @@ def _child(spec: dict) -> dict:
         kl_coef=0.0,
         kl_kind="k3",
         temperature=1.0,
-        mini_batches=2,
+        mini_batches=1,
         micro_batch_size=b,
         max_grad_norm=1.0,
         share_prompt=False,
         logits_chunk=spec["chunk"],
     )
+    passes = {}
+    step = opt.step
+
+    def step_after_passes(*a, **kw):  # the peaks of forward + backward, before the step
+        passes.update(peak_rss=_status("VmHWM"), peak_tensor_bytes=tracker.peak)
+        return step(*a, **kw)
+
+    opt.step = step_after_passes
     Path("/proc/self/clear_refs").write_text("5")  # reset the peak resident set (VmHWM)
-    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    rss0 = _status("VmRSS")
     with PeakTensorBytes() as tracker:
         tracker.count(model.parameters())
         policy_update(
@@ -175,8 +183,6 @@ def _child(spec: dict) -> dict:
             s=s,
             generator=torch.Generator().manual_seed(0),
         )
-    status = Path("/proc/self/status").read_text().splitlines()
-    hwm = next(int(x.split()[1]) * 1024 for x in status if x.startswith("VmHWM"))
     layout = Layout(
         micro_batch_tokens=b * (tp + tc),
         logits_positions=b * tc,
@@ -187,10 +193,17 @@ def _child(spec: dict) -> dict:
         **spec,
         "params": sum(p.numel() for p in model.parameters()),
         "rss_before_update": rss0,
-        "peak_rss": hwm,
-        "peak_tensor_bytes": tracker.peak,
+        "forward_backward": passes,
+        "update": {"peak_rss": _status("VmHWM"), "peak_tensor_bytes": tracker.peak},
         "estimate": estimate(Shape.from_config(config), layout),
     }
+
+
+def _status(key: str) -> int:
+    """A memory line of this process's /proc status in bytes: VmRSS (now), VmHWM (peak
+    since the last reset)."""
+    status = Path("/proc/self/status").read_text().splitlines()
+    return next(int(x.split()[1]) * 1024 for x in status if x.startswith(key + ":"))
 
 
 def measure(args) -> dict:
@@ -207,19 +220,29 @@ def measure(args) -> dict:
                 chunk=chunk,
             )
             cmd = ["nice", sys.executable, __file__, "_child", json.dumps(spec)]
-            out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+            # glibc's adaptive mmap threshold keeps freed large blocks resident, so RSS would
+            # show the most memory ever allocated rather than what is alive: a fixed threshold
+            # returns every block of 64 KiB or more to the system when freed
+            env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(args.mmap_threshold)}
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env)
             runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
             r = runs[-1]
-            rss, live, est = r["peak_rss"], r["peak_tensor_bytes"], r["estimate"]["total"]
+            fb, up = r["forward_backward"], r["update"]
             print(
-                f"ckpt={ckpt} chunk={chunk}: peak RSS {rss / GB:.2f} GB, "
-                f"live tensors {live / GB:.2f} GB, formula {est / GB:.2f} GB",
+                f"ckpt={ckpt} chunk={chunk}: forward+backward peak RSS "
+                f"{fb['peak_rss'] / GB:.2f} GB, live tensors {fb['peak_tensor_bytes'] / GB:.2f} "
+                f"GB; whole update {up['peak_rss'] / GB:.2f} / {up['peak_tensor_bytes'] / GB:.2f}"
+                f" GB; formula {r['estimate']['total'] / GB:.2f} GB",
                 flush=True,
             )
     by = {(r["ckpt"], r["chunk"]): r for r in runs}
     plain = by[False, 0]
     saving = {
-        name: {key: plain[key] - by[k][key] for key in ("peak_rss", "peak_tensor_bytes")}
+        name: {
+            f"{part}_{key}": plain[part][key] - by[k][part][key]
+            for part in ("forward_backward", "update")
+            for key in ("peak_rss", "peak_tensor_bytes")
+        }
         | {"estimate": plain["estimate"]["total"] - by[k]["estimate"]["total"]}
         for name, k in (
             ("chunked_logprobs", (False, args.chunk)),
@@ -227,7 +250,12 @@ def measure(args) -> dict:
             ("both", (True, args.chunk)),
         )
     }
-    return {"command": " ".join(sys.argv), "runs": runs, "saving_vs_plain": saving}
+    return {
+        "command": " ".join(sys.argv),
+        "malloc_mmap_threshold": args.mmap_threshold,
+        "runs": runs,
+        "saving_vs_plain": saving,
+    }
 
 
 def main() -> int:
@@ -239,9 +267,10 @@ def main() -> int:
     p.add_argument("--layers", type=int, default=4, help="decoder layers (Qwen2.5-0.5B: 24)")
     p.add_argument("--rows", type=int, default=2, help="sequences per micro-batch")
     p.add_argument("--prompt", type=int, default=64)
-    p.add_argument("--completion", type=int, default=192)
+    p.add_argument("--completion", type=int, default=448)
     p.add_argument("--chunk", type=int, default=128, help="train.logits_chunk when on")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--mmap-threshold", type=int, default=65536, help="MALLOC_MMAP_THRESHOLD_")
     args = p.parse_args()
     results = ROOT / "benchmarks" / "results"
     if args.what == "table":

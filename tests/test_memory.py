@@ -36,6 +36,11 @@ def test_estimate_hand_computed():
     assert e["logits"] == 5 * 6 * 10 * 4
     # forward 3520 + 1200 = 4720 vs backward 3520 + 3 x 240 + 1000 = 5240
     assert e["total"] == 1000 + 2000 + 800 + 5240
+    assert e["step_temporaries"] == 1000
+    # one rank, one token: passes 4000 + 8000 + max(352 + 200, 352 + 120 + 4000) = 16472 are
+    # below the optimizer step: weights, gradients, AdamW and a temporary, 4 x 4000 + 4000
+    one = Layout(compute_dtype="bfloat16", micro_batch_tokens=1, logits_positions=1)
+    assert estimate(TOY, one)["total"] == 20000
     ckpt = estimate(TOY, dataclasses.replace(layout, grad_checkpointing=True, logits_chunk=2))
     assert ckpt["activations"] == 2 * 10 * 4 * 2 + 10 * (64 + 56 * 2)  # inputs + one layer
     assert ckpt["logits"] == 5 * 2 * 10 * 4

@@ -18,7 +18,9 @@ Owns one formula for the bytes a training rank holds, by kind, for a Llama-style
 
 The peak: weights, AdamW state and gathered layers, plus the larger of the forward's
 (activations + forward logits) and the backward's (activations + backward logits +
-gradients; the update frees gradients between optimizer steps), plus the KV cache.
+gradients; the update frees gradients between optimizer steps), plus the KV cache; or, when
+larger, the optimizer step: weights, gradients, AdamW state and one float32 temporary per
+parameter (torch's foreach AdamW), which is the peak when micro-batches are small.
 
 Not counted: temporaries inside one kernel, the allocator's fragmentation and caching, the
 CUDA context, communication buffers. The test (tests/test_memory.py) measures the live tensor
@@ -132,7 +134,9 @@ def estimate(shape: Shape, layout: Layout) -> dict[str, int]:
     act = out["activations"]
     passes = max(act + out["logits"], act + _LOGITS_BACKWARD * one + out["gradients"])
     fixed = out["weights"] + out["optimizer"] + out.get("gathered", 0) + out["kv_cache"]
-    out["total"] = fixed + passes
+    out["step_temporaries"] = out["weights"]  # one float32 value per (local) parameter
+    step = out["weights"] + out["gradients"] + out["optimizer"] + out["step_temporaries"]
+    out["total"] = max(fixed + passes, step)
     return out
 
 

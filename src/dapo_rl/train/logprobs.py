@@ -20,6 +20,8 @@ the decoder's states only at completion positions). Three choices bound its memo
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch.utils.checkpoint import checkpoint
 
@@ -60,6 +62,7 @@ def _full_hidden(model, b: Rollout) -> torch.Tensor:
     return hidden.last_hidden_state[:, tp - 1 : tp - 1 + tc]  # (B, Tc, H)
 
 
+@functools.cache
 def _caches():
     """The two replay-safe cache layer types (transformers is imported only here)."""
     from transformers.cache_utils import DynamicLayer
