@@ -223,7 +223,9 @@ def measure(args) -> dict:
             # glibc's adaptive mmap threshold keeps freed large blocks resident, so RSS would
             # show the most memory ever allocated rather than what is alive: a fixed threshold
             # returns every block of 64 KiB or more to the system when freed
-            env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(args.mmap_threshold)}
+            env = dict(os.environ)
+            if args.mmap_threshold > 0:  # 0: glibc's adaptive default
+                env["MALLOC_MMAP_THRESHOLD_"] = str(args.mmap_threshold)
             out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env)
             runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
             r = runs[-1]
@@ -270,7 +272,7 @@ def main() -> int:
     p.add_argument("--completion", type=int, default=448)
     p.add_argument("--chunk", type=int, default=128, help="train.logits_chunk when on")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--mmap-threshold", type=int, default=65536, help="MALLOC_MMAP_THRESHOLD_")
+    p.add_argument("--mmap-threshold", type=int, default=65536, help="MALLOC_MMAP_THRESHOLD_ (0: glibc's default)")
     args = p.parse_args()
     results = ROOT / "benchmarks" / "results"
     if args.what == "table":
