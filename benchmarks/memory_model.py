@@ -272,7 +272,12 @@ def main() -> int:
     p.add_argument("--completion", type=int, default=448)
     p.add_argument("--chunk", type=int, default=128, help="train.logits_chunk when on")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--mmap-threshold", type=int, default=65536, help="MALLOC_MMAP_THRESHOLD_ (0: glibc's default)")
+    p.add_argument(
+        "--mmap-threshold",
+        type=int,
+        default=65536,
+        help="MALLOC_MMAP_THRESHOLD_ (0: glibc's default)",
+    )
     args = p.parse_args()
     results = ROOT / "benchmarks" / "results"
     if args.what == "table":
