@@ -262,6 +262,8 @@ RULES = [
     ({"train.max_grad_norm": 0.0}, "train.max_grad_norm"),
     ({"train.mini_batches_per_step": 0}, "train.mini_batches_per_step"),
     ({"train.micro_batch_size": 0}, "train.micro_batch_size"),
+    ({"train.max_tokens_per_micro_batch": -1}, "train.max_tokens_per_micro_batch"),
+    ({"train.logits_chunk": -1}, "train.logits_chunk"),
     ({"train.max_skipped_steps": -1}, "train.max_skipped_steps"),
     ({"model.dtype": "float16"}, "model.dtype"),
     ({"model.lora_rank": -1}, "model.lora_rank"),

@@ -188,6 +188,19 @@ class TrainConfig:
     )
     micro_batch_size: int = _f(8, "sequences per forward/backward (gradient accumulation)")
     share_prompt: bool = _f(True, "encode each group's prompt once in the update (KV shared by G)")
+    max_tokens_per_micro_batch: int = _f(
+        0,
+        "also cap each micro-batch at this many padded tokens (a group's rows are split when "
+        "the group alone exceeds it); 0 = rows only",
+    )
+    logits_chunk: int = _f(
+        2048,
+        "LM-head positions whose float32 logits exist at once in the update and log-prob "
+        "passes (recomputed in the backward pass); 0 = a whole micro-batch at once",
+    )
+    grad_checkpointing: bool = _f(
+        False, "activation checkpointing of every decoder layer (recomputed in the backward pass)"
+    )
     recompute_old_logprobs: bool = _f(
         False, "recompute old log-probs with a forward pass instead of the sampler's own"
     )
@@ -513,6 +526,8 @@ def validate(cfg: Config) -> None:
         (t.max_grad_norm > 0, "train.max_grad_norm must be > 0"),
         (t.mini_batches_per_step >= 1, "train.mini_batches_per_step must be >= 1"),
         (t.micro_batch_size >= 1, "train.micro_batch_size must be >= 1"),
+        (t.max_tokens_per_micro_batch >= 0, "train.max_tokens_per_micro_batch must be >= 0"),
+        (t.logits_chunk >= 0, "train.logits_chunk must be >= 0"),
         (t.max_skipped_steps >= 0, "train.max_skipped_steps must be >= 0"),
         (cfg.model.dtype in ("float32", "bfloat16"), "model.dtype must be float32 or bfloat16"),
         (cfg.model.lora_rank >= 0, "model.lora_rank must be >= 0"),

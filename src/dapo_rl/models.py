@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from dapo_rl import dist, loading
 from dapo_rl.errors import DapoError
 
 SMOLLM2 = "smollm2-135m-instruct"
@@ -140,21 +142,124 @@ def tiny_config(vocab_size: int, eos_token_id: int, pad_token_id: int):
     )
 
 
-def load_model(name: str, *, seed: int = 0, dtype: torch.dtype = torch.float32):
-    """Load a causal LM in train mode's dtype; ``tiny-random`` is built from ``seed``."""
-    from transformers import AutoModelForCausalLM
-
+def model_config(name: str):
+    """The transformers config of model ``name`` (read without its weights)."""
     if name == TINY:
         tok = load_tokenizer(name)
-        config = tiny_config(len(tok), tok.eos_token_id, tok.pad_token_id)
+        return tiny_config(len(tok), tok.eos_token_id, tok.pad_token_id)
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(resolve(name))
+    except OSError as e:
+        raise DapoError(f"cannot load model '{name}': {str(e).splitlines()[0]}") from None
+
+
+def load_model(name: str, *, seed: int = 0, dtype: torch.dtype = torch.float32, device=None):
+    """Load a causal LM in train mode's dtype; ``tiny-random`` is built from ``seed``.
+
+    ``device="meta"``: the structure only, parameters on the meta device, to be sharded and
+    then filled by ``load_into`` (a model larger than one rank's memory).
+    """
+    from transformers import AutoModelForCausalLM
+
+    if str(device) == "meta":
+        return loading.empty_model(model_config(name), dtype)
+    if name == TINY:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            model = AutoModelForCausalLM.from_config(config)
+            model = AutoModelForCausalLM.from_config(model_config(name))
         return model.to(dtype)
     try:
         return AutoModelForCausalLM.from_pretrained(resolve(name), dtype=dtype)
     except OSError as e:
         raise DapoError(f"cannot load model '{name}': {str(e).splitlines()[0]}") from None
+
+
+def weights_reader(name: str, *, seed: int = 0) -> Callable[[str], torch.Tensor]:
+    """Parameter name -> whole tensor of model ``name``'s weights, read on demand."""
+    if name == TINY:  # small: built whole from its seed
+        state = load_model(TINY, seed=seed).state_dict()
+        return lambda key: state[key]
+    path = resolve(name)
+    if not Path(path).exists():  # a hub id: its files in the hub cache
+        from huggingface_hub import snapshot_download
+
+        path = snapshot_download(path, allow_patterns=["*.json", "*.safetensors"])
+    return loading.safetensors_reader(path)
+
+
+def load_into(model, name: str, *, device, seed: int = 0) -> None:
+    """Fill a ``load_model(..., device="meta")`` model (sharded or not) with the weights of
+    ``name`` on ``device``: rank 0 reads each tensor, the other ranks receive their part.
+    Collective: every rank calls it."""
+    reader = weights_reader(name, seed=seed) if dist.is_main() else None
+    loading.load_into(model, reader, device)
+
+
+# Config keys whose model post-processes the LM head's output in a way not handled here
+_UNHANDLED_LOGIT_KEYS = ("logits_soft_cap", "output_logit_soft_cap", "output_multiplier")
+
+
+def logits_transform(config) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """What ``model.forward`` does to the LM head's output, for code that calls the head
+    itself (the training forward); None when it does nothing.
+
+    - Gemma-2/3 ``final_logit_softcapping`` c: ``c * tanh(logits / c)``;
+    - Granite ``logits_scaling`` s: ``logits / s``;
+    - Cohere ``logit_scale`` s: ``logits * s``.
+    A model with another known post-processing key is refused (one line), never trained on
+    logits its own forward would not produce.
+    """
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    for key in _UNHANDLED_LOGIT_KEYS:
+        if getattr(text, key, None) is not None:
+            raise DapoError(
+                f"model type {getattr(text, 'model_type', '?')!r} post-processes its logits "
+                f"({key}), which the training forward does not reproduce: not supported"
+            )
+    cap = getattr(text, "final_logit_softcapping", None)
+    div = getattr(text, "logits_scaling", None)
+    mul = getattr(text, "logit_scale", None)
+    steps = []
+    if mul is not None and float(mul) != 1.0:
+        steps.append(lambda x, m=float(mul): x * m)
+    if div is not None and float(div) != 1.0:
+        steps.append(lambda x, d=float(div): x / d)
+    if cap is not None:
+        steps.append(lambda x, c=float(cap): torch.tanh(x / c) * c)
+    if not steps:
+        return None
+
+    def transform(logits: torch.Tensor) -> torch.Tensor:
+        for step in steps:
+            logits = step(logits)
+        return logits
+
+    return transform
+
+
+def enable_grad_checkpointing(model) -> None:
+    """Activation checkpointing of every decoder layer (transformers', non-reentrant).
+
+    The layers keep their KV cache under checkpointing: the update's shared-prompt caches
+    are replay-safe (``train.logprobs``), so a layer re-run in the backward pass sees the
+    keys and values of its forward. Works on a PEFT LoRA model (checkpointing its base).
+    """
+    base = model.get_base_model() if is_lora(model) else model
+    layers = base.get_decoder().layers
+    if not hasattr(type(layers[0]), "_can_checkpoint_with_cache"):
+        raise DapoError(
+            "train.grad_checkpointing needs a transformers whose decoder layers can keep "
+            "their cache under checkpointing (5.24 can)"
+        )
+    kwargs = {"use_reentrant": False}
+    if hasattr(base, "activation_checkpointing_enable"):
+        base.activation_checkpointing_enable(kwargs)
+    else:
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    for layer in layers:
+        layer._can_checkpoint_with_cache = True
 
 
 @dataclass(frozen=True)
@@ -194,18 +299,42 @@ def add_lora(model, *, rank: int, alpha: float, targets: str):
     return get_peft_model(model, config)
 
 
-def load_policy(cfg, device: torch.device | str = "cpu"):
-    """The trained model and the reference policy (None when ``algo.kl_coef`` is 0)."""
-    m = cfg.model
-    model = load_model(m.name, seed=cfg.run.seed).to(device)
+def _load(cfg, device, shard: Callable | None):
+    """One copy of the model: whole, or (``shard``) built empty, sharded, then filled."""
+    name, seed = cfg.model.name, cfg.run.seed
+    if shard is None:
+        model = load_model(name, seed=seed).to(device)
+    else:
+        model = load_model(name, seed=seed, device="meta")
     model.config.use_cache = False
+    logits_transform(model.config)  # refuses a model whose logits it cannot reproduce
+    return model
+
+
+def load_policy(cfg, device: torch.device | str = "cpu", shard: Callable | None = None):
+    """The trained model and the reference policy (None when ``algo.kl_coef`` is 0).
+
+    ``shard`` (FSDP): called on each model while its parameters are still on the meta device;
+    the weights are then loaded into the shards (``load_into``), never whole on every rank.
+    """
+    m = cfg.model
+    model = _load(cfg, device, shard)
     if m.lora_rank > 0:
         model = add_lora(model, rank=m.lora_rank, alpha=m.lora_alpha, targets=m.lora_targets)
+    if cfg.train.grad_checkpointing:
+        enable_grad_checkpointing(model)
+    if shard is not None:
+        shard(model)
+        load_into(model, m.name, device=device, seed=cfg.run.seed)
+    if m.lora_rank > 0:
         return model, AdapterDisabled(model) if cfg.algo.kl_coef > 0 else None
     if cfg.algo.kl_coef == 0:
         return model, None
-    ref = load_model(m.name, seed=cfg.run.seed).to(device).eval().requires_grad_(False)
-    return model, ref
+    ref = _load(cfg, device, shard)
+    if shard is not None:
+        shard(ref)
+        load_into(ref, m.name, device=device, seed=cfg.run.seed)
+    return model, ref.to(device).eval().requires_grad_(False)
 
 
 def load_weights(model, weights: dict[str, torch.Tensor]) -> tuple[list[str], list[str]]:

@@ -41,7 +41,7 @@ def test_shared_prompt_gives_the_same_logprobs_and_gradients(tiny_model, rollout
     g_full = [p.grad.clone() for p in tiny_model.parameters()]
     tiny_model.zero_grad()
     lp_shared, ent_shared = completion_logprobs(
-        tiny_model, rollout, temperature=1.0, entropy=True, group_size=G
+        tiny_model, rollout, temperature=1.0, entropy=True, share_prompt=True
     )
     (lp_shared[m].sum()).backward()
     assert torch.allclose(lp_full[m], lp_shared[m], atol=1e-5)
@@ -50,11 +50,15 @@ def test_shared_prompt_gives_the_same_logprobs_and_gradients(tiny_model, rollout
         assert torch.allclose(a, p.grad, atol=1e-5, rtol=1e-4)
 
 
-def test_shared_prompt_rejects_rows_that_are_not_whole_groups(tiny_model, rollout):
-    with pytest.raises(ValueError):
-        completion_logprobs(tiny_model, rollout.select(slice(0, 6)), temperature=1.0, group_size=G)
-    with pytest.raises(ValueError):  # rows 3..6 straddle two groups
-        completion_logprobs(tiny_model, rollout.select(slice(3, 7)), temperature=1.0, group_size=G)
+@pytest.mark.parametrize("rows", [slice(0, 6), slice(3, 7), slice(2, 3)])
+def test_shared_prompt_of_partial_groups_gives_the_same_logprobs(tiny_model, rollout, rows):
+    # a group and part of the next (0..5), rows straddling two groups (3..6), one row: each
+    # run of rows with one prompt encodes it once
+    sub = rollout.select(rows)
+    m = sub.mask.bool()
+    plain, _ = completion_logprobs(tiny_model, sub, temperature=1.0)
+    shared, _ = completion_logprobs(tiny_model, sub, temperature=1.0, share_prompt=True)
+    assert torch.allclose(plain[m], shared[m], atol=1e-5)
 
 
 def _one_sgd_step(model, rollout, s, adv):

@@ -121,9 +121,9 @@ def build_state(cfg: Config) -> TrainState:
         check_columns(verifier, f.examples, f.path)
     tokenizer = models.load_tokenizer(cfg.model.name)
     device = dist.init_from_env()  # joins the torchrun process group, if any
-    model, ref_model = models.load_policy(cfg, device)  # LoRA: the reference is the base
-    if cfg.train.fsdp:
-        dist.shard_layers(model)  # FSDP2, before the optimizer sees the parameters
+    # FSDP2: each model is sharded while empty and loaded into its shards (models.load_into)
+    shard = dist.shard_layers if cfg.train.fsdp else None
+    model, ref_model = models.load_policy(cfg, device, shard=shard)  # LoRA: ref is the base
     t = cfg.train
     optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
     scheduler = schedule.make_scheduler(optimizer, cfg)

@@ -5,8 +5,9 @@ Owns the gradient-accumulation arithmetic. A rollout of B sequences is cut into
 normalised by the mini-batch's global token count (``token_mean``) or sequence count (the
 per-sequence modes), so the accumulated gradient equals that of the whole mini-batch at
 once (DAPO 3.3 token-level loss: every completion token of the mini-batch weighs the same).
-Log-softmax is taken only at completion positions: the decoder's hidden states are sliced
-before the LM head, so no prompt-position logits are ever built.
+Micro-batches are bounded by rows and, optionally, by padded tokens (``pack``). The forward
+itself (shared prompts, logits in chunks, the model's logit post-processing) is
+``train.logprobs``.
 
 Data parallel (``dapo_rl.dist``): each rank holds whole groups of the rollout; the counts
 that normalise the loss are all-reduced over ranks before each mini-batch's micro-batch
@@ -32,11 +33,13 @@ from dapo_rl.algo import (
     clipped_surrogate,
     kl_estimate,
     sampler_mismatch,
-    token_entropy,
     truncated_is_weight,
 )
 from dapo_rl.models import AdapterDisabled
 from dapo_rl.rollout import Rollout
+from dapo_rl.train.logprobs import completion_logprobs
+
+__all__ = ["UpdateSettings", "batched_logprobs", "completion_logprobs", "policy_update"]
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,8 @@ class UpdateSettings:
     share_prompt: bool = True  # encode each group's prompt once (needs whole groups)
     autocast_dtype: torch.dtype | None = None
     tis_cap: float | None = None  # truncated importance-sampling cap C (None: no reweighting)
+    logits_chunk: int = 0  # LM-head positions computed at once (0: a micro-batch at once)
+    max_tokens: int = 0  # padded tokens a micro-batch may hold (0: rows decide alone)
 
     @classmethod
     def from_config(cls, cfg, **overrides) -> UpdateSettings:
@@ -79,124 +84,84 @@ class UpdateSettings:
             share_prompt=t.share_prompt,
             autocast_dtype=torch.bfloat16 if cfg.model.dtype == "bfloat16" else None,
             tis_cap=a.tis_cap,
+            logits_chunk=t.logits_chunk,
+            max_tokens=t.max_tokens_per_micro_batch,
         )
         return cls(**{**values, **overrides})
 
     @property
-    def prefix_group(self) -> int:
-        """Group size handed to ``completion_logprobs`` (1 = no prompt sharing)."""
-        return self.group_size if self.share_prompt else 1
+    def shares_prompt(self) -> bool:
+        """Whether micro-batches hold whole groups whose prompt is encoded once."""
+        return self.share_prompt and self.group_size > 1
 
-    def micro_batches(self, rows: torch.Tensor) -> list[torch.Tensor]:
-        """Split a mini-batch's row indices (whole groups) into micro-batches."""
+    def micro_batches(self, rows: torch.Tensor, batch: Rollout) -> list[torch.Tensor]:
+        """Split a mini-batch's row indices (whole groups) into micro-batches.
+
+        At most ``micro_batch_size`` rows (rounded up to whole groups when the prompt is
+        shared); with ``max_tokens`` also at most that many padded tokens (``pack``).
+        """
         per = self.micro_batch_size
-        if self.share_prompt and self.group_size > 1:
+        if self.shares_prompt:
             per = max(1, self.micro_batch_size // self.group_size) * self.group_size
-        return [r for r in rows.split(per) if len(r)]
+        if self.max_tokens <= 0:
+            return [r for r in rows.split(per) if len(r)]
+        group = self.group_size if self.shares_prompt else 1
+        return pack(rows, batch, max_rows=per, max_tokens=self.max_tokens, group=group)
+
+    def forward_kwargs(self) -> dict:
+        """``completion_logprobs`` settings of every forward of the update."""
+        return dict(
+            temperature=self.temperature,
+            autocast_dtype=self.autocast_dtype,
+            share_prompt=self.shares_prompt,
+            logits_chunk=self.logits_chunk,
+        )
 
 
-def _trim(batch: Rollout) -> Rollout:
-    """Drop all-padding prompt columns (left) and completion columns (right)."""
-    left = int((batch.prompt_mask.sum(0) == 0).long().cumprod(0).sum())
-    width = int(batch.mask.sum(0).nonzero().max()) + 1 if bool(batch.mask.any()) else 1
-    return Rollout(
-        batch.prompt_ids[:, left:],
-        batch.prompt_mask[:, left:],
-        batch.completion_ids[:, :width],
-        batch.mask[:, :width],
-        batch.logp[:, :width],
-        batch.lengths,
-        batch.truncated,
-    )
+def _extents(batch: Rollout, rows: torch.Tensor) -> tuple[list[int], list[int]]:
+    """Per row: columns from its first prompt token to the prompt's end (left padding),
+    and from the completion's start to its last token."""
+    pm, cm = batch.prompt_mask[rows] != 0, batch.mask[rows] != 0
+    return (pm.cumsum(1) > 0).sum(1).tolist(), (cm.flip(1).cumsum(1) > 0).sum(1).tolist()
 
 
-def _full_hidden(model, b: Rollout) -> torch.Tensor:
-    """Decoder states that predict each completion token, one full sequence per row."""
-    ids = torch.cat([b.prompt_ids, b.completion_ids], 1)  # (B, Tp + Tc)
-    attn = torch.cat([b.prompt_mask, b.mask], 1)
-    positions = (attn.cumsum(-1) - 1).clamp(min=0)
-    tp, tc = b.prompt_ids.shape[1], b.completion_ids.shape[1]
-    hidden = model.get_decoder()(input_ids=ids, attention_mask=attn, position_ids=positions)
-    return hidden.last_hidden_state[:, tp - 1 : tp - 1 + tc]  # (B, Tc, H)
+def pack(
+    rows: torch.Tensor, batch: Rollout, *, max_rows: int, max_tokens: int, group: int
+) -> list[torch.Tensor]:
+    """Consecutive micro-batches of ``rows`` with at most ``max_rows`` rows and ``max_tokens``
+    padded tokens each: prompts x longest prompt + rows x longest completion, a prompt counted
+    once per group when ``group`` > 1 (shared), once per row otherwise.
 
-
-def _shared_prefix_hidden(model, b: Rollout, group_size: int) -> torch.Tensor:
-    """As ``_full_hidden``, but each group's prompt goes through the model once.
-
-    The prompt's keys and values are computed once per group and repeated for its G
-    completions; gradients flow back through them into the shared prompt pass. Rows must
-    come in whole groups whose prompts are identical.
+    Whole groups are kept together unless one alone exceeds a limit; then its rows are packed
+    one by one (the rows of a group that share a micro-batch still share their prompt). A
+    single row above ``max_tokens`` forms a micro-batch of its own.
     """
-    from transformers import DynamicCache
+    p_ext, c_ext = _extents(batch, rows)
+    ids = rows.tolist()
+    pieces = [list(range(i, min(i + group, len(ids)))) for i in range(0, len(ids), group)]
+    out: list[list[int]] = []
+    cur: list[int] = []
 
-    rows, tc = b.prompt_ids.shape[0], b.completion_ids.shape[1]
-    if rows % group_size:
-        raise ValueError(f"{rows} rows are not whole groups of {group_size}")
-    p_ids, p_mask = b.prompt_ids[::group_size], b.prompt_mask[::group_size]  # (g, Tp)
-    if not torch.equal(p_ids.repeat_interleave(group_size, 0), b.prompt_ids):
-        raise ValueError("rows of a group do not share one prompt")
-    decoder = model.get_decoder()
-    p_pos = (p_mask.cumsum(-1) - 1).clamp(min=0)
-    cache = DynamicCache()
-    out = decoder(
-        input_ids=p_ids,
-        attention_mask=p_mask,
-        position_ids=p_pos,
-        cache=cache,
-        use_cache=True,
-    )
-    first = out.last_hidden_state[:, -1:].repeat_interleave(group_size, 0)  # predicts token 0
-    if tc == 1:
-        return first
-    cache.batch_repeat_interleave(group_size)
-    attn = torch.cat([p_mask.repeat_interleave(group_size, 0), b.mask[:, :-1]], 1)
-    c_pos = p_pos[:, -1:].repeat_interleave(group_size, 0) + torch.arange(
-        1, tc, device=p_pos.device
-    )
-    rest = decoder(
-        input_ids=b.completion_ids[:, :-1],
-        attention_mask=attn,
-        position_ids=c_pos,
-        cache=cache,
-        use_cache=True,
-    ).last_hidden_state
-    return torch.cat([first, rest], 1)  # (B, Tc, H)
+    def fits(idx: list[int]) -> bool:
+        prompts = len({ids[i] // group for i in idx}) if group > 1 else len(idx)
+        cost = prompts * max(p_ext[i] for i in idx) + len(idx) * max(c_ext[i] for i in idx)
+        return len(idx) <= max_rows and cost <= max_tokens
 
-
-def completion_logprobs(
-    model,
-    batch: Rollout,
-    *,
-    temperature: float,
-    entropy: bool = False,
-    autocast_dtype=None,
-    group_size: int = 1,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Per-token log-probs of the completion tokens, (B, Tc), and optionally their entropy.
-
-    With ``group_size > 1`` the rows are whole groups and each prompt is encoded once.
-    Padded completion columns beyond the batch's longest completion are returned as 0.
-    """
-    full_width = batch.completion_ids.shape[1]
-    device = model.get_output_embeddings().weight.device
-    b = _trim(batch).to(device)
-    tc = b.completion_ids.shape[1]
-    with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-        if group_size > 1:
-            hidden = _shared_prefix_hidden(model, b, group_size)
+    while pieces:
+        piece = pieces.pop(0)
+        if fits(cur + piece):
+            cur += piece
+            continue
+        if cur:
+            out.append(cur)
+        if fits(piece) or len(piece) == 1:
+            cur = piece
         else:
-            hidden = _full_hidden(model, b)
-        logits = model.get_output_embeddings()(hidden)
-    logits = logits.float()  # (B, Tc, V)
-    if temperature > 0:
-        logits = logits / temperature
-    logp = torch.log_softmax(logits, -1).gather(-1, b.completion_ids[..., None])[..., 0]
-    ent = token_entropy(logits.detach()) if entropy else None
-    pad = full_width - tc
-    if pad:
-        logp = torch.nn.functional.pad(logp, (0, pad))
-        ent = torch.nn.functional.pad(ent, (0, pad)) if ent is not None else None
-    return logp, ent
+            cur = []
+            pieces[:0] = [[i] for i in piece]
+    if cur:
+        out.append(cur)
+    return [rows[torch.tensor(m)] for m in out]
 
 
 @torch.no_grad()
@@ -211,19 +176,12 @@ def batched_logprobs(model, batch: Rollout, s: UpdateSettings) -> torch.Tensor:
         model, context = model.model, model.model.disable_adapter()
     was_training = model.training
     model.eval()
+    micros = _lockstep(s.micro_batches(torch.arange(len(batch)), batch), len(batch), s, model)
+    parts = []
     with context:
-        parts = [
-            completion_logprobs(
-                model,
-                batch.select(rows),
-                temperature=s.temperature,
-                autocast_dtype=s.autocast_dtype,
-                group_size=s.prefix_group,
-            )[0].cpu()[: len(rows) if weight else 0]  # FSDP padding adds no rows
-            for rows, weight in _lockstep(
-                s.micro_batches(torch.arange(len(batch))), len(batch), s, model
-            )
-        ]
+        for rows, weight in micros:
+            logp, _ = completion_logprobs(model, batch.select(rows), **s.forward_kwargs())
+            parts.append(logp.cpu()[: len(rows) if weight else 0])  # FSDP padding adds no rows
     model.train(was_training)
     dist.reshard(model)  # FSDP: drop the gathered weights
     return torch.cat(parts)
@@ -277,14 +235,7 @@ def _micro_step(
 ):
     """Forward and backward of one micro-batch (its loss times ``weight``); adds its
     statistics to ``sums``."""
-    logp, ent = completion_logprobs(
-        model,
-        sub,
-        temperature=s.temperature,
-        entropy=True,
-        autocast_dtype=s.autocast_dtype,
-        group_size=s.prefix_group,
-    )
+    logp, ent = completion_logprobs(model, sub, entropy=True, **s.forward_kwargs())
     dev = logp.device
     old, sampler = old_logp[micro].to(dev), sub.logp.to(dev)  # (b, Tc)
     loss_tok, info = clipped_surrogate(
@@ -356,7 +307,7 @@ def policy_update(
         # mini-batch, over every micro-batch and every rank
         counts = dist.all_reduce(torch.tensor([float(m.sum()), float(seqs)], dtype=torch.float64))
         optimizer.zero_grad(set_to_none=True)
-        for micro, weight in _lockstep(s.micro_batches(mini), len(batch), s, model):
+        for micro, weight in _lockstep(s.micro_batches(mini, batch), len(batch), s, model):
             _micro_step(
                 model,
                 batch.select(micro),
