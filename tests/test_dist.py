@@ -20,6 +20,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from untied_model import untied_model
 
 from dapo_rl import dist
 from dapo_rl.rollout import Rollout
@@ -285,7 +286,10 @@ def _fsdp_checkpoint_round_trip(base, run_dir: Path) -> dict:
     loaded = state_of(fresh)
     checkpoint._restore(path, loaded)
     avg = [v["exp_avg"] for v in loaded.optimizer.state.values()]
+    head = model.get_output_embeddings().weight
+    head = head.full_tensor() if dist.is_sharded(head) else head
     return {
+        "head_moved": float((head - base.get_output_embeddings().weight).abs().max()),
         "saved": _flat(model),
         "loaded": _flat(fresh),
         "exp_avg_local": float(
@@ -311,6 +315,9 @@ def _worker(inp: str, out_dir: str) -> None:
         result["modes"][f"fsdp {mode}"] = {"params": params, "metrics": metrics}
     result["fsdp clipped"] = _sgd_step(base, data, rows, "token_mean", fsdp=True, max_norm=0.5)
     result["fsdp checkpoint"] = _fsdp_checkpoint_round_trip(base, Path(out_dir) / "ckpt")
+    result["fsdp checkpoint untied"] = _fsdp_checkpoint_round_trip(
+        untied_model(), Path(out_dir) / "ckpt_untied"
+    )
     result["signal"] = dist.agreed_signal(15 if rank == 1 else None)  # SIGTERM on rank 1
     state = _collect_state()
     for key in ("collect", "next_step"):  # the second step starts with the carried group
@@ -393,6 +400,16 @@ def test_fsdp_checkpoint_holds_whole_tensors_and_loads_into_a_sharded_model(two_
         assert torch.equal(got["loaded"], got["saved"])
         assert got["exp_avg_local"] > 0  # the AdamW moments came back, sharded
     assert torch.equal(ranks[0]["fsdp checkpoint"]["saved"], ranks[1]["fsdp checkpoint"]["saved"])
+
+
+def test_fsdp_checkpoint_keeps_an_untied_lm_head(two_ranks):
+    # regression: the FSDP save assumed a tied head and dropped lm_head.weight, so a resumed
+    # Qwen2.5-7B- or Llama-3-style model came back with its initial head
+    _, ranks = two_ranks
+    for r in ranks:
+        got = r["fsdp checkpoint untied"]
+        assert torch.equal(got["loaded"], got["saved"])
+        assert got["head_moved"] > 0  # the step moved the head, so a lost head shows
 
 
 def test_a_signal_on_one_rank_stops_every_rank(two_ranks):

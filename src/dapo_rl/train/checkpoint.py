@@ -208,7 +208,10 @@ def save(run_dir: Path, state, *, keep: int) -> Path:
 
         (tmp / "model").mkdir(parents=True)
         state.model.config.save_pretrained(tmp / "model")
-        tensors = {k: v.contiguous() for k, v in weights.items() if k != "lm_head.weight"}
+        tied = models.head_is_tied(state.model)  # an untied head is a weight of its own
+        tensors = {
+            k: v.contiguous() for k, v in weights.items() if not (tied and k == "lm_head.weight")
+        }
         save_file(tensors, tmp / "model" / "model.safetensors", metadata={"format": "pt"})
     else:
         state.model.save_pretrained(tmp / "model")
