@@ -98,8 +98,11 @@ def build_state(cfg: Config) -> TrainState:
     tokenizer = models.load_tokenizer(cfg.model.name)
     device = dist.init_from_env()  # joins the torchrun process group, if any
     model, ref_model = models.load_policy(cfg, device)  # LoRA: the reference is the base
-    if cfg.train.fsdp:
-        dist.shard_layers(model)  # FSDP2, before the optimizer sees the parameters
+    if cfg.train.fsdp:  # FSDP2, before the optimizer sees the parameters
+        bf16, offload = cfg.model.dtype == "bfloat16", cfg.train.cpu_offload
+        for m in (model, ref_model if isinstance(ref_model, torch.nn.Module) else None):
+            if m is not None:
+                dist.shard_model(m, bf16=bf16, cpu_offload=offload)
     t = cfg.train
     optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
     warm = t.warmup_steps

@@ -213,7 +213,9 @@ def batched_logprobs(model, batch: Rollout, s: UpdateSettings) -> torch.Tensor:
     model.eval()
     with context:
         parts = [
-            completion_logprobs(
+            dist.through_root(  # FSDP: the root's weights are gathered for this call
+                model,
+                completion_logprobs,
                 model,
                 batch.select(rows),
                 temperature=s.temperature,
@@ -277,7 +279,9 @@ def _micro_step(
 ):
     """Forward and backward of one micro-batch (its loss times ``weight``); adds its
     statistics to ``sums``."""
-    logp, ent = completion_logprobs(
+    logp, ent = dist.through_root(  # FSDP: gathers and reduce-scatters the root's weights
+        model,
+        completion_logprobs,
         model,
         sub,
         temperature=s.temperature,
