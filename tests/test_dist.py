@@ -471,7 +471,7 @@ def test_fsdp_gradient_clipping_counts_sharded_and_whole_gradients_once(two_rank
         assert torch.allclose(params, whole, atol=1e-6, rtol=1e-5)
 
 
-def test_fsdp_checkpoint_holds_whole_tensors_and_loads_into_a_sharded_model(two_ranks):
+def test_fsdp_sharded_checkpoint_loads_into_a_fresh_sharded_model_with_its_adamw_state(two_ranks):
     _, ranks = two_ranks
     for r in ranks:
         got = r["fsdp checkpoint"]

@@ -14,12 +14,11 @@ The scheme (docs/scaling.md has the whole picture):
 - every rank keeps a full copy of the weights and the optimizer state, and all ranks apply
   the same summed gradient, so the weights stay identical and any rank's copy is the
   checkpoint;
-- with ``train.fsdp`` each decoder layer is sharded over the ranks instead (FSDP2
-  ``fully_shard``): its weights, gradients and AdamW state are split, and a layer's weights
-  are gathered only while it runs. FSDP2 reduce-scatters (averages) those gradients itself;
-  ``sum_gradients`` turns the average back into the sum. Embeddings, the final norm and the
-  (tied) LM head stay replicated and are summed as above. Checkpoints gather the full state
-  (``full_state``), so they load at any world size, with or without FSDP.
+- with ``train.fsdp`` the model is sharded over the ranks instead (FSDP2 ``fully_shard`` on
+  every decoder layer and on the root: ``shard_model``): weights, gradients and AdamW state
+  are split, and a module's weights are gathered only while it runs. The reduce-scatter
+  sums the gradients (divide factor 1), the same sum as above. Checkpoints are sharded
+  with ``torch.distributed.checkpoint`` (``train/dcp.py``) and load at any world size.
 """
 
 from __future__ import annotations
@@ -300,32 +299,6 @@ def clip_gradients(params: list[torch.nn.Parameter], max_norm: float) -> torch.T
         norm = norm.full_tensor()
     torch.nn.utils.clip_grads_with_norm_(params, max_norm, norm)
     return norm
-
-
-def full_state(model, optimizer) -> tuple[dict, dict]:
-    """The whole model and optimizer state on rank 0 (collective: every rank calls it).
-
-    Parameters and optimizer entries are keyed by parameter name, so the result loads at
-    any world size (``load_full_state``); other ranks get empty dicts.
-    """
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
-
-    opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
-    return get_state_dict(model, optimizer, options=opts)
-
-
-def load_full_state(model, optimizer, weights: dict, optim_state: dict | None) -> None:
-    """Load ``full_state``'s dicts into a model that may be sharded (every rank calls it)."""
-    from torch.distributed.checkpoint.state_dict import (
-        StateDictOptions,
-        set_model_state_dict,
-        set_optimizer_state_dict,
-    )
-
-    opts = StateDictOptions(full_state_dict=True, strict=False)
-    set_model_state_dict(model, weights, options=opts)
-    if optim_state is not None:
-        set_optimizer_state_dict(model, optimizer, optim_state, options=opts)
 
 
 def agreed_signal(signum: int | None) -> int | None:
