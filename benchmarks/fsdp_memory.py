@@ -1,6 +1,7 @@
 """Does FSDP2 shard the memory? Peak RSS of one update: one process vs FSDP over gloo ranks.
 
-    nice python benchmarks/fsdp_memory.py                 # 24 layers, 2 ranks: minutes
+    nice python benchmarks/fsdp_memory.py                 # 24 layers, 2 ranks: ~30 min on 2 cores
+    nice python benchmarks/fsdp_memory.py --layers 12     # the run in docs/scaling.md
     python benchmarks/fsdp_memory.py --layers 4 --out /tmp/m.json   # a quick look
 
 The model is a random Qwen2.5-0.5B-shaped Qwen2 (width 896, 14 heads, 2 KV heads, MLP 4864,
@@ -23,6 +24,7 @@ import os
 import resource
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -123,8 +125,10 @@ def worker(args) -> None:
         torch.distributed.destroy_process_group()
 
 
-def _run(cmd: list[str], ranks: int) -> None:
+def _run(cmd: list[str], ranks: int, mmap_threshold: int) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    if mmap_threshold:  # glibc: blocks this large are returned to the OS when freed
+        env["MALLOC_MMAP_THRESHOLD_"] = str(mmap_threshold)
     if ranks > 1:
         run = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
         cmd = [*run, f"--nproc_per_node={ranks}", *cmd]
@@ -133,14 +137,31 @@ def _run(cmd: list[str], ranks: int) -> None:
     subprocess.run(cmd, env=env, check=True)
 
 
+def _measure(args, tmp: Path) -> tuple[dict, list[dict]]:
+    shape = [f"--layers={args.layers}", f"--groups={args.groups}", f"--prompt={args.prompt}"]
+    shape += [f"--completion={args.completion}"] + (["--bf16"] if args.bf16 else [])
+    me = str(Path(__file__).resolve())
+    _run([me, "--worker=1", f"--out={tmp / 'single.json'}", *shape], 1, args.mmap_threshold)
+    _run([me, "--worker=1", "--fsdp", f"--out={tmp}/rank", *shape], args.ranks, args.mmap_threshold)
+    single = json.loads((tmp / "single.json").read_text())
+    return single, [json.loads(Path(f"{tmp}/rank{r}").read_text()) for r in range(args.ranks)]
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--layers", type=int, default=24)
     p.add_argument("--ranks", type=int, default=2)
     p.add_argument("--groups", type=int, default=4, help="groups of 4 completions, all ranks")
-    p.add_argument("--prompt", type=int, default=32, help="prompt tokens")
-    p.add_argument("--completion", type=int, default=64, help="completion tokens")
+    p.add_argument("--prompt", type=int, default=16, help="prompt tokens")
+    p.add_argument("--completion", type=int, default=32, help="completion tokens")
     p.add_argument("--bf16", action="store_true", help="FSDP MixedPrecisionPolicy (bf16)")
+    p.add_argument(
+        "--mmap-threshold",
+        type=int,
+        default=1 << 20,
+        help="MALLOC_MMAP_THRESHOLD_ for both runs (0: glibc's default, whose dynamic "
+        "threshold keeps freed mid-size tensors resident, so RSS sums transients)",
+    )
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "fsdp_memory.json"))
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--fsdp", action="store_true", help=argparse.SUPPRESS)
@@ -148,15 +169,8 @@ def main() -> int:
     if args.worker:
         worker(args)
         return 0
-    tmp = Path(args.out).with_suffix(".parts")
-    tmp.mkdir(parents=True, exist_ok=True)
-    shape = [f"--layers={args.layers}", f"--groups={args.groups}", f"--prompt={args.prompt}"]
-    shape += [f"--completion={args.completion}"] + (["--bf16"] if args.bf16 else [])
-    me = str(Path(__file__).resolve())
-    _run([me, "--worker=1", f"--out={tmp / 'single.json'}", *shape], 1)
-    _run([me, "--worker=1", "--fsdp", f"--out={tmp}/rank", *shape], args.ranks)
-    single = json.loads((tmp / "single.json").read_text())
-    ranks = [json.loads(Path(f"{tmp}/rank{r}").read_text()) for r in range(args.ranks)]
+    with tempfile.TemporaryDirectory() as tmp:
+        single, ranks = _measure(args, Path(tmp))
     largest = max(r["peak_rss_mib"] for r in ranks)
     result = {
         "command": " ".join(["python", *sys.argv]),
@@ -167,11 +181,12 @@ def main() -> int:
             "group_size": GROUP,
             "prompt": args.prompt,
             "completion": args.completion,
-        },  # fmt: skip
+        },
         "single_process_peak_rss_mib": single["peak_rss_mib"],
         "fsdp_rank_peak_rss_mib": [r["peak_rss_mib"] for r in ranks],
         "fsdp_rank_peak_rss_mib_after_build": [r["peak_rss_mib_after_build"] for r in ranks],
         "largest_rank_over_single": largest / single["peak_rss_mib"],
+        "mmap_threshold": args.mmap_threshold,
         "note": "2-core machine shared with other jobs; peak RSS includes building the model",
     }
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")

@@ -337,3 +337,26 @@ def test_export_refuses_a_bad_run_dir_with_one_line_and_writes_nothing(
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1, err
     assert not out.exists() and not list(tmp_path.glob(".out*"))
+
+
+def test_export_merges_a_lora_adapter_into_the_base_weights(tmp_path):
+    pytest.importorskip("peft", reason="LoRA export needs PEFT (the lora extra)")
+    from transformers import AutoModelForCausalLM
+
+    from dapo_rl import models
+    from dapo_rl.train.export import export
+
+    run = tmp_path / "run"
+    lora = {"model.lora_rank": 4, "model.lora_alpha": 8.0, "train.steps": 1, "train.lr": 1e-2}
+    train(tiny_cfg(run, **lora))
+    out = export(run, tmp_path / "hf")
+    assert not list(out.glob("adapter_*"))
+    state = build_state(tiny_cfg(run, **lora))
+    assert checkpoint.load_latest(run, state) == 1
+    want = models.export_weights(state.model)  # base + scaled B @ A, computed apart
+    got = AutoModelForCausalLM.from_pretrained(out).state_dict()
+    base = models.load_model("tiny-random", seed=0).state_dict()
+    q = "model.layers.0.self_attn.q_proj.weight"
+    assert not torch.equal(got[q], base[q])  # the adapter moved it
+    for name, tensor in want.items():
+        assert torch.allclose(got[name], tensor, atol=1e-6), name

@@ -22,8 +22,6 @@ import json
 import shutil
 from pathlib import Path
 
-import yaml
-
 from dapo_rl.errors import DapoError
 from dapo_rl.train import checkpoint, dcp
 
@@ -102,10 +100,7 @@ def _merge_lora(run_dir: Path, ckpt: Path, files: list[str], dest: Path, limit: 
 
     from dapo_rl import config, models
 
-    try:
-        cfg = config.build(file_values=yaml.safe_load((run_dir / "config.yaml").read_text()))
-    except (OSError, yaml.YAMLError, ValueError, TypeError, AttributeError) as e:
-        raise DapoError(f"cannot read {run_dir / 'config.yaml'}: {e}") from None
+    cfg = config.build(file_values=config.load_yaml(run_dir / "config.yaml"))  # DapoError
     m = cfg.model
     model = models.add_lora(
         models.load_model(m.name, seed=cfg.run.seed),
