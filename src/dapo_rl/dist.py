@@ -110,7 +110,7 @@ def all_gather_object(obj: Any) -> list[Any]:
     if not initialized():
         return [obj]
     out: list[Any] = [None] * world_size()
-    tdist.all_gather_object(out, obj)
+    tdist.all_gather_object(out, obj)  # safe: pickles between this run's own ranks
     return out
 
 

@@ -230,7 +230,7 @@ def test_a_planted_pickle_in_trainer_pt_is_refused_not_run(run_copy, tmp_path):
     assert not marker.exists()  # never unpickled as code
     assert step == 2 and len(logged) == 1 and "\n" not in logged[0]
     assert "step_000003" in logged[0] and "trainer.pt holds objects other than" in logged[0]
-    torch.load(ckpt / "trainer.pt", weights_only=False)  # control: the payload is live
+    torch.load(ckpt / "trainer.pt", weights_only=False)  # safe: control, the payload is live
     assert marker.read_text() == "ran"
 
 
@@ -286,7 +286,7 @@ def test_planted_dcp_metadata_is_refused_not_run(tmp_path):
     with pytest.raises(DapoError, match="will not parse safely.*pathlib.Path.write_text"):
         dcp.model_tensors(tmp_path / "dcp")
     assert not marker.exists()
-    pickle.loads((tmp_path / "dcp" / ".metadata").read_bytes())  # control: the payload is live
+    pickle.loads((tmp_path / "dcp" / ".metadata").read_bytes())  # safe: control
     assert marker.exists()
 
 
