@@ -20,6 +20,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from untied_model import untied_model
 
 from dapo_rl import dist
 from dapo_rl.rollout import Rollout
@@ -158,11 +159,13 @@ def _flat(model) -> torch.Tensor:
     return torch.cat([p.detach().flatten() for p in full])
 
 
-def _sgd_step(model, data: dict, rows, mode: str, *, fsdp: bool = False, max_norm=1e9):
-    """One SGD step (lr 1) of ``policy_update`` on ``rows`` of the fixed rollout."""
+def _sgd_step(model, data: dict, rows, mode: str, *, fsdp: bool | dict = False, max_norm=1e9):
+    """One SGD step (lr 1) of ``policy_update`` on ``rows`` of the fixed rollout.
+
+    ``fsdp``: shard the model first (a dict: ``shard_model``'s keyword arguments)."""
     model = copy.deepcopy(model)
     if fsdp:
-        dist.shard_layers(model)
+        dist.shard_model(model, **(fsdp if isinstance(fsdp, dict) else {}))
     opt = torch.optim.SGD(model.parameters(), lr=1.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
     metrics = policy_update(
@@ -177,7 +180,31 @@ def _sgd_step(model, data: dict, rows, mode: str, *, fsdp: bool = False, max_nor
         s=dataclasses.replace(_settings(mode), max_grad_norm=max_norm),
         generator=torch.Generator().manual_seed(0),
     )
+    if fsdp:  # after the update every FSDP module holds only its shard again
+        metrics["unsharded_params"] = sum(not dist.is_sharded(p) for p in model.parameters())
+        metrics["param_dtypes"] = sorted({str(p.dtype) for p in model.parameters()})
     return _flat(model), metrics
+
+
+def _unsharded_after_forwards(base, data: dict) -> dict[str, int]:
+    """Parameters held whole (not as FSDP2 shards) after each kind of no-grad forward."""
+    model = copy.deepcopy(base)
+    dist.shard_model(model)
+
+    def whole() -> int:
+        return sum(not dist.is_sharded(p) for p in model.parameters())
+
+    out = {"sharded": whole()}
+    with torch.no_grad():
+        model(input_ids=data["rollout"].completion_ids[:2])  # the root's own forward
+    out["after root forward"] = whole()  # reshard_after_forward, the root included
+    model.unshard()  # the root's weights gathered, as an interrupted forward leaves them
+    out["after unshard"] = whole()
+    dist.reshard(model)
+    out["after reshard"] = whole()
+    batched_logprobs(model, data["rollout"].select(slice(0, G)), _settings("token_mean"))
+    out["after batched_logprobs"] = whole()
+    return out
 
 
 def _rank_rows(rank: int, world: int) -> slice:
@@ -273,7 +300,7 @@ def _fsdp_checkpoint_round_trip(base, run_dir: Path) -> dict:
         )
 
     model = copy.deepcopy(base)
-    dist.shard_layers(model)
+    dist.shard_model(model)
     saved = state_of(model)
     for p in model.parameters():
         p.grad = torch.ones_like(p)
@@ -281,11 +308,14 @@ def _fsdp_checkpoint_round_trip(base, run_dir: Path) -> dict:
     path = checkpoint.save(run_dir, saved, keep=2)
     dist.barrier()
     fresh = copy.deepcopy(base)
-    dist.shard_layers(fresh)
+    dist.shard_model(fresh)
     loaded = state_of(fresh)
     checkpoint._restore(path, loaded)
     avg = [v["exp_avg"] for v in loaded.optimizer.state.values()]
+    head = model.get_output_embeddings().weight
+    head = head.full_tensor() if dist.is_sharded(head) else head
     return {
+        "head_moved": float((head - base.get_output_embeddings().weight).abs().max()),
         "saved": _flat(model),
         "loaded": _flat(fresh),
         "exp_avg_local": float(
@@ -300,7 +330,7 @@ def _worker(inp: str, out_dir: str) -> None:
     torch.set_num_threads(1)
     dist.init_from_env()
     rank, world = dist.rank(), dist.world_size()
-    data = torch.load(inp, weights_only=False)
+    data = torch.load(inp, weights_only=False)  # safe: written by this test
     base = _model()
     rows = _rank_rows(rank, world)
     result = {"modes": {}}
@@ -310,7 +340,16 @@ def _worker(inp: str, out_dir: str) -> None:
         params, metrics = _sgd_step(base, data, rows, mode, fsdp=True)
         result["modes"][f"fsdp {mode}"] = {"params": params, "metrics": metrics}
     result["fsdp clipped"] = _sgd_step(base, data, rows, "token_mean", fsdp=True, max_norm=0.5)
+    untied = untied_model()
+    result["untied"] = _sgd_step(untied, data, rows, "token_mean")
+    result["fsdp untied"] = _sgd_step(untied, data, rows, "token_mean", fsdp=True)
+    result["fsdp bf16"] = _sgd_step(base, data, rows, "token_mean", fsdp={"bf16": True})
+    result["fsdp offload"] = _sgd_step(base, data, rows, "token_mean", fsdp={"cpu_offload": True})
+    result["unsharded"] = _unsharded_after_forwards(base, data)
     result["fsdp checkpoint"] = _fsdp_checkpoint_round_trip(base, Path(out_dir) / "ckpt")
+    result["fsdp checkpoint untied"] = _fsdp_checkpoint_round_trip(
+        untied_model(), Path(out_dir) / "ckpt_untied"
+    )
     result["signal"] = dist.agreed_signal(15 if rank == 1 else None)  # SIGTERM on rank 1
     state = _collect_state()
     for key in ("collect", "next_step"):  # the second step starts with the carried group
@@ -343,7 +382,7 @@ def two_ranks(tmp_path_factory):
         timeout=600,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    ranks = [torch.load(tmp / f"rank{r}.pt", weights_only=False) for r in range(2)]
+    ranks = [torch.load(tmp / f"rank{r}.pt", weights_only=False) for r in range(2)]  # safe: ours
     return data, ranks
 
 
@@ -376,6 +415,52 @@ def test_fsdp_two_ranks_take_the_same_step_as_one_process(two_ranks, mode):
         assert got["metrics"]["loss/policy"] == pytest.approx(metrics["loss/policy"], rel=1e-5)
 
 
+def test_fsdp_shards_the_root_too_and_leaves_every_parameter_sharded_after_the_update(
+    two_ranks,
+):
+    _, ranks = two_ranks
+    for r in ranks:
+        for mode in MODES:
+            assert r["modes"][f"fsdp {mode}"]["metrics"]["unsharded_params"] == 0
+        got = r["unsharded"]
+        assert got["sharded"] == 0 and got["after root forward"] == 0
+        assert got["after unshard"] == 2  # embeddings (tied to the head) and the final norm
+        assert got["after reshard"] == 0 and got["after batched_logprobs"] == 0
+
+
+def test_fsdp_untied_head_takes_the_same_step_as_one_process(two_ranks):
+    data, ranks = two_ranks
+    whole, metrics = _sgd_step(untied_model(), data, slice(None), "token_mean")
+    for r in ranks:
+        params, got = r["fsdp untied"]
+        assert torch.allclose(params, whole, atol=1e-6, rtol=1e-5)
+        assert got["loss/policy"] == pytest.approx(metrics["loss/policy"], rel=1e-5)
+        assert torch.allclose(r["untied"][0], whole, atol=1e-6, rtol=1e-5)  # whole-model DP
+
+
+def test_fsdp_cpu_offload_takes_the_same_step(two_ranks):
+    data, ranks = two_ranks
+    whole, _ = _sgd_step(_model(), data, slice(None), "token_mean")
+    for r in ranks:
+        params, got = r["fsdp offload"]
+        assert torch.allclose(params, whole, atol=1e-6, rtol=1e-5)
+        assert got["unsharded_params"] == 0
+
+
+def test_fsdp_bf16_computes_in_bf16_keeps_float32_master_weights_and_a_close_step(two_ranks):
+    data, ranks = two_ranks
+    base = _model()
+    start = torch.cat([p.detach().flatten() for p in base.parameters()])
+    whole, _ = _sgd_step(base, data, slice(None), "token_mean")
+    for r in ranks:
+        params, got = r["fsdp bf16"]
+        assert got["param_dtypes"] == ["torch.float32"]  # master weights (what AdamW steps)
+        assert params.dtype == torch.float32
+        step, want = params - start, whole - start
+        err = float((step - want).norm() / want.norm())
+        assert 0 < err < 0.05, err  # bf16 compute: close to the float32 step, not equal
+
+
 def test_fsdp_gradient_clipping_counts_sharded_and_whole_gradients_once(two_ranks):
     data, ranks = two_ranks
     whole, metrics = _sgd_step(_model(), data, slice(None), "token_mean", max_norm=0.5)
@@ -386,13 +471,23 @@ def test_fsdp_gradient_clipping_counts_sharded_and_whole_gradients_once(two_rank
         assert torch.allclose(params, whole, atol=1e-6, rtol=1e-5)
 
 
-def test_fsdp_checkpoint_holds_whole_tensors_and_loads_into_a_sharded_model(two_ranks):
+def test_fsdp_sharded_checkpoint_loads_into_a_fresh_sharded_model_with_its_adamw_state(two_ranks):
     _, ranks = two_ranks
     for r in ranks:
         got = r["fsdp checkpoint"]
         assert torch.equal(got["loaded"], got["saved"])
         assert got["exp_avg_local"] > 0  # the AdamW moments came back, sharded
     assert torch.equal(ranks[0]["fsdp checkpoint"]["saved"], ranks[1]["fsdp checkpoint"]["saved"])
+
+
+def test_fsdp_checkpoint_keeps_an_untied_lm_head(two_ranks):
+    # regression: the FSDP save assumed a tied head and dropped lm_head.weight, so a resumed
+    # Qwen2.5-7B- or Llama-3-style model came back with its initial head
+    _, ranks = two_ranks
+    for r in ranks:
+        got = r["fsdp checkpoint untied"]
+        assert torch.equal(got["loaded"], got["saved"])
+        assert got["head_moved"] > 0  # the step moved the head, so a lost head shows
 
 
 def test_a_signal_on_one_rank_stops_every_rank(two_ranks):

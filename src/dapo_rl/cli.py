@@ -6,6 +6,7 @@
               (KEY: data.*, rewards.*, rollout.* keys, as in train)
     dapo report [RUN_DIR ...] [--ablation results.json] [--out report.html] [--labels a,b]
     dapo ablate [--out DIR] [--seeds N] [--experiment NAME] [--jobs J] [KEY=VALUE ...]
+    dapo export RUN_DIR --out DIR [--step N]
 
 ``train`` and ``eval`` are thin layers over ``dapo_rl.api`` (``make_config``,
 ``run_training``, ``evaluate``). Every DapoError becomes one line on stderr and exit
@@ -110,6 +111,14 @@ def _eval(args: argparse.Namespace) -> None:
         print(f"metrics written to {args.out}")
 
 
+def _export(args: argparse.Namespace) -> None:
+    _quiet_libraries()
+    from dapo_rl.train.export import export
+
+    out = export(args.run_dir, args.out, step=args.step)
+    print(f"model written to {out}")
+
+
 def _parser() -> argparse.ArgumentParser:
     from dapo_rl import config
     from dapo_rl.ablate import EXPERIMENTS
@@ -200,6 +209,16 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--out", default="report.html", help="HTML file to write")
     r.add_argument("--labels", help="comma-separated legend names, one per RUN_DIR")
     r.set_defaults(func=_report)
+    x = sub.add_parser(
+        "export",
+        help="a run's checkpoint as a Hugging Face model folder (LoRA merged)",
+        description="The newest intact checkpoint of RUN_DIR (or --step N) as safetensors, "
+        "config and tokenizer, loadable with AutoModelForCausalLM.from_pretrained.",
+    )
+    x.add_argument("run_dir", metavar="RUN_DIR")
+    x.add_argument("--out", required=True, help="new (or empty) folder to write")
+    x.add_argument("--step", type=int, default=None, help="this step's checkpoint")
+    x.set_defaults(func=_export)
     return p
 
 

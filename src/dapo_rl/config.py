@@ -206,8 +206,13 @@ class TrainConfig:
     )
     fsdp: bool = _f(
         False,
-        "FSDP2 under torchrun: shard each decoder layer's weights, gradients and AdamW state "
-        "over the ranks; embeddings and the tied LM head stay whole (no effect in one process)",
+        "FSDP2 under torchrun: shard every decoder layer and the root (embeddings, norm, LM "
+        "head): weights, gradients and AdamW state split over the ranks; with "
+        "model.dtype=bfloat16 bf16 compute, float32 master weights and gradient reduction "
+        "(no effect in one process)",
+    )
+    cpu_offload: bool = _f(
+        False, "with train.fsdp: keep the shards, gradients and AdamW state in host memory"
     )
     max_skipped_steps: int = _f(
         8,
@@ -551,6 +556,7 @@ def validate(cfg: Config) -> None:
             "train.fsdp with model.lora_rank > 0 is not supported (LoRA weights are small: "
             "leave the model whole)",
         ),
+        (not t.cpu_offload or t.fsdp, "train.cpu_offload needs train.fsdp=true"),
         (a.tis_cap is None or a.tis_cap >= 1, "algo.tis_cap must be >= 1 (or null)"),
         (
             a.tis_cap is None or t.recompute_old_logprobs,

@@ -14,12 +14,11 @@ The scheme (docs/scaling.md has the whole picture):
 - every rank keeps a full copy of the weights and the optimizer state, and all ranks apply
   the same summed gradient, so the weights stay identical and any rank's copy is the
   checkpoint;
-- with ``train.fsdp`` each decoder layer is sharded over the ranks instead (FSDP2
-  ``fully_shard``): its weights, gradients and AdamW state are split, and a layer's weights
-  are gathered only while it runs. FSDP2 reduce-scatters (averages) those gradients itself;
-  ``sum_gradients`` turns the average back into the sum. Embeddings, the final norm and the
-  (tied) LM head stay replicated and are summed as above. Checkpoints gather the full state
-  (``full_state``), so they load at any world size, with or without FSDP.
+- with ``train.fsdp`` the model is sharded over the ranks instead (FSDP2 ``fully_shard`` on
+  every decoder layer and on the root: ``shard_model``): weights, gradients and AdamW state
+  are split, and a module's weights are gathered only while it runs. The reduce-scatter
+  sums the gradients (divide factor 1), the same sum as above. Checkpoints are sharded
+  with ``torch.distributed.checkpoint`` (``train/dcp.py``) and load at any world size.
 """
 
 from __future__ import annotations
@@ -111,7 +110,7 @@ def all_gather_object(obj: Any) -> list[Any]:
     if not initialized():
         return [obj]
     out: list[Any] = [None] * world_size()
-    tdist.all_gather_object(out, obj)
+    tdist.all_gather_object(out, obj)  # safe: pickles between this run's own ranks
     return out
 
 
@@ -185,48 +184,96 @@ def _fsdp_modules(model) -> list:
 
 
 def model_is_sharded(model) -> bool:
-    """Whether ``model`` has FSDP2-sharded layers (``shard_layers``)."""
+    """Whether ``model`` is sharded with FSDP2 (``shard_model``)."""
     return bool(_fsdp_modules(model))
 
 
 def reshard(model) -> None:
-    """Free the gathered weights of every FSDP2 layer after forward passes without a
-    backward (sampling, evaluation, old log-probs): each layer is its own FSDP root, and
-    a root keeps its gathered weights after a forward until told otherwise."""
+    """Free the gathered weights of every FSDP2 module, called after forward passes without
+    a backward (sampling, evaluation, old log-probs). Each module already reshards after
+    its forward (``reshard_after_forward``, the root included); this also frees what a
+    forward cut short or an explicit ``unshard`` left gathered."""
     for m in _fsdp_modules(model):
         m.reshard()
 
 
-def shard_layers(model) -> None:
-    """FSDP2: shard every decoder layer of ``model`` over the ranks (nothing in a world of 1).
+def _root_call(self, fn):
+    return fn()
 
-    Only the layers are wrapped: the update calls the decoder and the LM head directly, and
-    the LM head is tied to the embeddings, so those stay whole on every rank.
+
+def shard_model(model, *, bf16: bool = False, cpu_offload: bool = False) -> None:
+    """FSDP2 as designed: ``fully_shard`` on every decoder layer and on the root (nothing in
+    a world of 1), so embeddings, final norm and LM head (tied or not) are sharded too.
+
+    - ``reshard_after_forward``: a layer's gathered weights are freed after its forward and
+      gathered again for its backward;
+    - ``bf16``: ``MixedPrecisionPolicy`` with bf16 parameters for compute and float32
+      gradient reduction; the sharded parameters (the master weights AdamW updates) and
+      the optimizer state stay float32;
+    - ``cpu_offload``: ``CPUOffloadPolicy``: shards, gradients and the optimizer step live
+      in host memory, gathered to the device per module;
+    - the gradient divide factor is 1: the reduce-scatter *sums* the ranks' partial
+      gradients, the project's convention (``sum_gradients``), with no world-size factor.
+
+    The update calls the decoder and the LM head directly (shared-prompt prefill), not the
+    root's ``forward``; ``through_root`` runs such calls under the root's FSDP hooks.
     """
     if not initialized():
         return
+    import types
+
     from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.fsdp import fully_shard
+    from torch.distributed.fsdp import (
+        CPUOffloadPolicy,
+        MixedPrecisionPolicy,
+        OffloadPolicy,
+        fully_shard,
+        register_fsdp_forward_method,
+    )
 
     mesh = init_device_mesh(_comm_device().type, (world_size(),))
+    policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+    offload = CPUOffloadPolicy(pin_memory=torch.cuda.is_available())
+    kwargs = dict(
+        mesh=mesh,
+        reshard_after_forward=True,
+        mp_policy=policy if bf16 else MixedPrecisionPolicy(),
+        offload_policy=offload if cpu_offload else OffloadPolicy(),
+    )
     for layer in model.get_decoder().layers:
-        fully_shard(layer, mesh=mesh)
+        fully_shard(layer, **kwargs)
+    fully_shard(model, **kwargs)
+    for m in _fsdp_modules(model):  # a plain SUM (gloo has no pre-multiplied sum)
+        m.set_gradient_divide_factor(1.0)
+        m.set_force_sum_reduction_for_comms(True)
+    model.fsdp_root_call = types.MethodType(_root_call, model)
+    register_fsdp_forward_method(model, "fsdp_root_call")
+
+
+def through_root(model, fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` as a forward of ``model``'s FSDP2 root (or plainly, unsharded).
+
+    The root gathers its weights before, and registers the hooks that reduce-scatter its
+    gradients on the way back, only in a forward; a call into the decoder or the LM head
+    that bypasses ``model.forward`` must run here. Its outputs must be tensors (or tuples).
+    """
+    if not hasattr(model, "fsdp_root_call"):
+        return fn(*args, **kwargs)
+    return model.fsdp_root_call(lambda: fn(*args, **kwargs))
 
 
 def sum_gradients(params: Iterable[torch.nn.Parameter]) -> None:
-    """Sum every parameter's gradient over ranks, in place (a missing gradient is zero).
+    """Sum every whole parameter's gradient over ranks, in place (a missing one is zero).
 
     Called once per optimizer step, after the micro-batch loop and before clipping. Every
-    rank must pass the same parameters in the same order. FSDP2 has already averaged the
-    sharded gradients over the ranks: they are scaled by the world size to the sum.
+    rank must pass the same parameters in the same order. FSDP2 shards are skipped: their
+    reduce-scatter has already summed them (``shard_model``: divide factor 1).
     """
     if not initialized():
         return
     grads = []
     for p in params:
         if is_sharded(p):
-            if p.grad is not None:
-                p.grad.to_local().mul_(world_size())
             continue
         if p.grad is None:
             p.grad = torch.zeros_like(p)
@@ -243,48 +290,15 @@ def sum_gradients(params: Iterable[torch.nn.Parameter]) -> None:
 def clip_gradients(params: list[torch.nn.Parameter], max_norm: float) -> torch.Tensor:
     """Scale gradients to a total 2-norm of at most ``max_norm``; returns the norm before.
 
-    The same as ``torch.nn.utils.clip_grad_norm_``, also when some gradients are FSDP2
-    shards: their squared norms are summed over the ranks, the whole ones counted once.
+    ``torch.nn.utils`` does the work, also on FSDP2 gradients (DTensors): the norm of the
+    shards is a partial sum over ranks, made whole (``full_tensor``) before the scaling.
     """
     grads = [p.grad for p in params if p.grad is not None]
-    sharded = [g.to_local() for g in grads if is_sharded(g)] if initialized() else []
-    if not sharded:
-        return torch.nn.utils.clip_grad_norm_(params, max_norm)
-    whole = [g for g in grads if not is_sharded(g)]
-    sq = all_reduce(sum(g.double().pow(2).sum() for g in sharded))
-    sq = sq + sum((g.double().pow(2).sum() for g in whole), torch.zeros((), dtype=torch.float64))
-    norm = sq.sqrt()
-    coef = min(1.0, max_norm / (float(norm) + 1e-6))
-    if coef < 1.0:
-        for g in (*sharded, *whole):
-            g.mul_(coef)
-    return norm.float()
-
-
-def full_state(model, optimizer) -> tuple[dict, dict]:
-    """The whole model and optimizer state on rank 0 (collective: every rank calls it).
-
-    Parameters and optimizer entries are keyed by parameter name, so the result loads at
-    any world size (``load_full_state``); other ranks get empty dicts.
-    """
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
-
-    opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
-    return get_state_dict(model, optimizer, options=opts)
-
-
-def load_full_state(model, optimizer, weights: dict, optim_state: dict | None) -> None:
-    """Load ``full_state``'s dicts into a model that may be sharded (every rank calls it)."""
-    from torch.distributed.checkpoint.state_dict import (
-        StateDictOptions,
-        set_model_state_dict,
-        set_optimizer_state_dict,
-    )
-
-    opts = StateDictOptions(full_state_dict=True, strict=False)
-    set_model_state_dict(model, weights, options=opts)
-    if optim_state is not None:
-        set_optimizer_state_dict(model, optimizer, optim_state, options=opts)
+    norm = torch.nn.utils.get_total_norm(grads)
+    if is_sharded(norm):
+        norm = norm.full_tensor()
+    torch.nn.utils.clip_grads_with_norm_(params, max_norm, norm)
+    return norm
 
 
 def agreed_signal(signum: int | None) -> int | None:

@@ -337,6 +337,12 @@ def load_policy(cfg, device: torch.device | str = "cpu", shard: Callable | None 
     return model, ref.to(device).eval().requires_grad_(False)
 
 
+def head_is_tied(model) -> bool:
+    """Whether the LM head shares its weight with the input embeddings (saved once)."""
+    head, emb = model.get_output_embeddings(), model.get_input_embeddings()
+    return head is not None and head.weight is emb.weight
+
+
 def load_weights(model, weights: dict[str, torch.Tensor]) -> tuple[list[str], list[str]]:
     """Load what ``model.save_pretrained`` wrote; returns (missing, unexpected) keys.
 

@@ -326,7 +326,7 @@ def test_dataset_smaller_than_a_step_wraps_epochs_and_keeps_every_group(tmp_path
     steps = read_metrics(run)[1:]
     assert [r["ds/kept_groups"] for r in steps] == [2, 2, 2]
     generated = sum(round(r["ds/completions_per_kept_group"] * r["ds/kept_groups"]) for r in steps)
-    t = torch.load(run / "checkpoints/step_000003/trainer.pt", weights_only=False)
+    t = torch.load(run / "checkpoints/step_000003/trainer.pt", weights_only=True)
     assert t["stream"]["position"] == generated // 4 >= 6  # one prompt per group, 6+ epochs
 
 

@@ -25,9 +25,11 @@ Choices:
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
+import pickle
 import random
 import shutil
 import warnings
@@ -39,10 +41,14 @@ import torch
 from dapo_rl import dist, models
 from dapo_rl.config import Config, flatten, to_dict
 from dapo_rl.errors import DapoError
+from dapo_rl.rollout import Rollout
+from dapo_rl.train import dcp
 
 _PREFIX = "step_"
 _TMP = ".tmp_"
 MANIFEST = "manifest.json"
+_DCP = "dcp"  # the sharded weights and optimizer state of an FSDP run
+_ROLLOUT = "__rollout__"  # marks a Rollout stored as a dict of tensors
 
 # Keys a resumed run may set differently from the run it continues.
 RESUMABLE_KEYS = frozenset(
@@ -134,6 +140,13 @@ def problem(ckpt: Path, cfg_hash: str | None = None) -> str | None:
         return f"{MANIFEST} lists no trainer.pt or model files"
     if cfg_hash is not None and manifest.get("config_hash") != cfg_hash:
         return "written by a run with a different config"
+    extra = sorted(
+        p.relative_to(ckpt).as_posix()
+        for p in ckpt.rglob("*")
+        if not p.is_dir() and p.relative_to(ckpt).as_posix() not in {*files, MANIFEST}
+    )
+    if extra:
+        return f"holds {extra[0]}, which {MANIFEST} does not list"
     for name, meta in files.items():
         why = _file_problem(ckpt / name, meta)
         if why:
@@ -161,7 +174,8 @@ def _rng_states() -> dict:
     try:
         import numpy
 
-        out["numpy_rng"] = numpy.random.get_state()
+        kind, keys, pos, has_gauss, gauss = numpy.random.get_state()
+        out["numpy_rng"] = (kind, torch.from_numpy(keys.astype("int64")), pos, has_gauss, gauss)
     except ImportError:
         pass
     return out
@@ -175,7 +189,42 @@ def _set_rng_states(t: dict) -> None:
     if "numpy_rng" in t:
         import numpy
 
-        numpy.random.set_state(t["numpy_rng"])
+        kind, keys, pos, has_gauss, gauss = t["numpy_rng"]
+        numpy.random.set_state((kind, keys.numpy().astype("uint32"), pos, has_gauss, gauss))
+
+
+def _plain(x):
+    """``x`` with every Rollout (carried groups) as a dict of tensors: ``torch.load``
+    with ``weights_only=True`` builds only tensors and plain containers."""
+    if isinstance(x, Rollout):
+        return {_ROLLOUT: {f.name: getattr(x, f.name) for f in dataclasses.fields(x)}}
+    if isinstance(x, dict):
+        return {k: _plain(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return type(x)(_plain(v) for v in x)
+    return x
+
+
+def _unplain(x):
+    if isinstance(x, dict):
+        if set(x) == {_ROLLOUT}:
+            return Rollout(**x[_ROLLOUT])
+        return {k: _unplain(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return type(x)(_unplain(v) for v in x)
+    return x
+
+
+def _load_trainer_state(path: Path) -> dict:
+    """``trainer.pt`` without running code: a planted pickle is refused, never executed."""
+    try:
+        return _unplain(torch.load(path, weights_only=True, map_location="cpu"))
+    except pickle.UnpicklingError as e:
+        why = str(e).splitlines()[0]
+        raise DapoError(
+            f"{path.name} holds objects other than tensors and plain data, which loading "
+            f"would run as code ({why}); a manifest proves integrity, not authorship"
+        ) from None
 
 
 def _prune(root: Path, step: int, keep: int) -> None:
@@ -186,48 +235,56 @@ def _prune(root: Path, step: int, keep: int) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def _sharded(state) -> bool:
+    """Whether the checkpoint is written with DCP: an FSDP run, at any world size."""
+    return bool(state.cfg.train.fsdp) or dist.model_is_sharded(state.model)
+
+
+def _trainer_state(state, sharded: bool) -> dict:
+    return {
+        "step": state.step,
+        "format": "dcp" if sharded else "hf",
+        "optimizer": None if sharded else state.optimizer.state_dict(),
+        "scheduler": state.scheduler.state_dict(),
+        "generator": state.generator.get_state(),
+        **_rng_states(),
+        "stream": state.stream.state_dict(),
+        "pass_rate": state.sampler.pass_rate,
+        "sampler": state.sampler.state_dict(),
+        "skipped_in_a_row": state.skipped_in_a_row,
+    }
+
+
 def save(run_dir: Path, state, *, keep: int) -> Path:
     """Write ``state`` as the checkpoint of ``state.step``; returns its directory.
 
-    Every rank calls it; rank 0 writes. With FSDP the whole weights and optimizer state are
-    gathered first (a collective), keyed by parameter name so any world size can load them.
+    Every rank calls it. With FSDP each rank writes its own shards of the weights and the
+    optimizer state (``dcp/``, keyed by parameter name: any world size can load them) and
+    rank 0 the model's config and tokenizer (``model/``); without, rank 0 writes the
+    model with ``save_pretrained``. Rank 0 writes the rest, then the manifest.
     """
-    sharded = dist.model_is_sharded(state.model)
+    sharded = _sharded(state)
     dist.reshard(state.model)
-    weights, optim = dist.full_state(state.model, state.optimizer) if sharded else (None, None)
     root = Path(run_dir) / "checkpoints"
     final = root / f"{_PREFIX}{state.step:06d}"
+    tmp = root / f"{_TMP}{final.name}"
+    if dist.is_main():
+        root.mkdir(parents=True, exist_ok=True)
+        for stale in root.glob(f"{_TMP}*"):  # left by a run killed mid-write
+            shutil.rmtree(stale, ignore_errors=True)
+        (tmp / "model").mkdir(parents=True)
+    if sharded:
+        dist.barrier()  # the directory exists before any rank writes into it
+        dcp.save(tmp / _DCP, state.model, state.optimizer)  # collective
     if not dist.is_main():
         return final
-    root.mkdir(parents=True, exist_ok=True)
-    for stale in root.glob(f"{_TMP}*"):  # left by a run killed mid-write
-        shutil.rmtree(stale, ignore_errors=True)
-    tmp = root / f"{_TMP}{final.name}"
-    if sharded:  # the gathered whole tensors, in the layout save_pretrained writes
-        from safetensors.torch import save_file
-
-        (tmp / "model").mkdir(parents=True)
+    if sharded:
         state.model.config.save_pretrained(tmp / "model")
-        tensors = {k: v.contiguous() for k, v in weights.items() if k != "lm_head.weight"}
-        save_file(tensors, tmp / "model" / "model.safetensors", metadata={"format": "pt"})
+        state.model.generation_config.save_pretrained(tmp / "model")
     else:
         state.model.save_pretrained(tmp / "model")
     state.tokenizer.save_pretrained(tmp / "model")
-    torch.save(
-        {
-            "step": state.step,
-            "optimizer": optim if sharded else state.optimizer.state_dict(),
-            "optimizer_by_name": sharded,
-            "scheduler": state.scheduler.state_dict(),
-            "generator": state.generator.get_state(),
-            **_rng_states(),
-            "stream": state.stream.state_dict(),
-            "pass_rate": state.sampler.pass_rate,
-            "sampler": state.sampler.state_dict(),
-            "skipped_in_a_row": state.skipped_in_a_row,
-        },
-        tmp / "trainer.pt",
-    )
+    torch.save(_plain(_trainer_state(state, sharded)), tmp / "trainer.pt")
     _write_manifest(tmp, state.step, config_hash(state.cfg))  # last: marks it complete
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
@@ -236,20 +293,26 @@ def save(run_dir: Path, state, *, keep: int) -> Path:
     return final
 
 
-def _restore(path: Path, state) -> None:
-    from safetensors.torch import load_file
+def listed_files(ckpt: Path) -> list[str]:
+    """The files the manifest of an intact checkpoint lists (relative paths)."""
+    return sorted(json.loads((ckpt / MANIFEST).read_text())["files"])
 
-    weights = {}
-    for f in sorted((path / "model").glob("*.safetensors")):
-        weights.update(load_file(f))
-    t = torch.load(path / "trainer.pt", weights_only=False)
-    by_name = bool(t.get("optimizer_by_name"))
-    if dist.model_is_sharded(state.model) and not by_name:
+
+def _restore(path: Path, state) -> None:
+    t = _load_trainer_state(path / "trainer.pt")
+    listed = listed_files(path)
+    if t.get("format") == "dcp":
+        dcp.load(path / _DCP, state.model, state.optimizer)  # collective; reshards
+    elif _sharded(state):
         raise DapoError(f"checkpoint {path} was written without train.fsdp; resume it without")
-    if by_name:  # written with FSDP: whole tensors keyed by name, for any world size
-        dist.load_full_state(state.model, state.optimizer, weights, t["optimizer"])
     else:  # tied embeddings are saved once and a LoRA model saves only its adapter;
         # anything else missing is an error
+        from safetensors.torch import load_file
+
+        weights = {}
+        for name in listed:  # exactly the manifest's files, never a glob
+            if name.startswith("model/") and name.endswith(".safetensors"):
+                weights.update(load_file(path / name))
         missing, unexpected = models.load_weights(state.model, weights)
         if missing or unexpected:
             raise DapoError(
@@ -271,24 +334,49 @@ def _warn(text: str) -> None:
     warnings.warn(text, stacklevel=3)
 
 
+def _unusable(path: Path, cfg_hash: str) -> str | None:
+    """Why ``path`` cannot be resumed from: ``problem``, or state that will not parse safely
+    (a pickle that would build objects, DCP metadata naming a foreign class)."""
+    why = problem(path, cfg_hash)
+    if why is not None:
+        return why
+    try:
+        _load_trainer_state(path / "trainer.pt")
+        if (path / _DCP).is_dir():
+            dcp.model_tensors(path / _DCP)
+    except DapoError as e:
+        return str(e)
+    return None
+
+
+def _choose(run_dir: Path, cfg_hash: str) -> tuple[str | None, list[tuple[str, str]]]:
+    refused = []
+    for path in reversed(checkpoint_dirs(run_dir)):
+        why = _unusable(path, cfg_hash)
+        if why is None:
+            return str(path), refused
+        refused.append((str(path), why))
+    return None, refused
+
+
 def load_latest(run_dir: Path, state, *, log: Callable[[str], None] = _warn) -> int:
     """Restore the newest intact checkpoint into ``state``; returns its step (0 if none).
 
     Each unusable checkpoint is reported through ``log`` and skipped for an older one.
+    Rank 0 checks the checkpoints (every file's checksum) and every rank loads the one it
+    chose: its own shards under FSDP.
     """
-    dirs = checkpoint_dirs(run_dir)
-    cfg_hash = config_hash(state.cfg)
-    refused = []
-    for path in reversed(dirs):
-        why = problem(path, cfg_hash)
-        if why is None:
-            _restore(path, state)
-            return state.step
-        refused.append(f"{path.name} ({why})")
+    choice = _choose(run_dir, config_hash(state.cfg)) if dist.is_main() else None
+    chosen, refused = dist.all_gather_object(choice)[0]
+    for path, why in refused if dist.is_main() else ():
         log(f"refusing checkpoint {path}: {why}; trying the previous one")
+    if chosen is not None:
+        _restore(Path(chosen), state)
+        return state.step
     if refused:
+        names = "; ".join(f"{Path(p).name} ({why})" for p, why in refused)
         raise DapoError(
-            f"no usable checkpoint in {Path(run_dir) / 'checkpoints'}: {'; '.join(refused)}; "
+            f"no usable checkpoint in {Path(run_dir) / 'checkpoints'}: {names}; "
             "pass run.overwrite=true to start over"
         )
     return 0

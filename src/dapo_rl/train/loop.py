@@ -18,6 +18,7 @@ Stopping:
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -122,7 +123,10 @@ def build_state(cfg: Config) -> TrainState:
     tokenizer = models.load_tokenizer(cfg.model.name)
     device = dist.init_from_env()  # joins the torchrun process group, if any
     # FSDP2: each model is sharded while empty and loaded into its shards (models.load_into)
-    shard = dist.shard_layers if cfg.train.fsdp else None
+    shard = None
+    if cfg.train.fsdp:
+        bf16, offload = cfg.model.dtype == "bfloat16", cfg.train.cpu_offload
+        shard = functools.partial(dist.shard_model, bf16=bf16, cpu_offload=offload)
     model, ref_model = models.load_policy(cfg, device, shard=shard)  # LoRA: ref is the base
     t = cfg.train
     optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)

@@ -180,7 +180,9 @@ def batched_logprobs(model, batch: Rollout, s: UpdateSettings) -> torch.Tensor:
     parts = []
     with context:
         for rows, weight in micros:
-            logp, _ = completion_logprobs(model, batch.select(rows), **s.forward_kwargs())
+            logp, _ = dist.through_root(  # FSDP: the root's weights are gathered for this call
+                model, completion_logprobs, model, batch.select(rows), **s.forward_kwargs()
+            )
             parts.append(logp.cpu()[: len(rows) if weight else 0])  # FSDP padding adds no rows
     model.train(was_training)
     dist.reshard(model)  # FSDP: drop the gathered weights
@@ -235,7 +237,9 @@ def _micro_step(
 ):
     """Forward and backward of one micro-batch (its loss times ``weight``); adds its
     statistics to ``sums``."""
-    logp, ent = completion_logprobs(model, sub, entropy=True, **s.forward_kwargs())
+    logp, ent = dist.through_root(  # FSDP: gathers and reduce-scatters the root's weights
+        model, completion_logprobs, model, sub, entropy=True, **s.forward_kwargs()
+    )
     dev = logp.device
     old, sampler = old_logp[micro].to(dev), sub.logp.to(dev)  # (b, Tc)
     loss_tok, info = clipped_surrogate(
