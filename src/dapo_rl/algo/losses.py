@@ -10,7 +10,11 @@ Owns `clipped_surrogate`, `aggregate`, `kl_estimate` and `token_entropy`. Conven
   them over the whole optimizer mini-batch (all micro-batches, all ranks), so summing
   the micro-batch losses gives the mini-batch mean exactly;
 - a zero count gives a zero loss that stays connected to the graph, never NaN;
-- `old_logp`, `ref_logp` and `adv` are constants: callers pass detached tensors.
+- `old_logp`, `ref_logp` and `adv` are constants: callers pass detached tensors;
+- every log-ratio is clamped to [-20, 20] before `exp` (`policy_ratio`), and the k3 KL to
+  [0, 10], as the verl reference does (`compute_policy_loss`, `kl_penalty`): one token whose
+  log-prob moved by 30 would otherwise give a loss of 1e13 (100: inf, then NaN). A clamped
+  token has zero gradient through the clamp; the clip already gives it none when it matters.
 """
 
 import torch
@@ -18,6 +22,17 @@ from torch import Tensor
 
 AGGREGATION_MODES = ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm")
 KL_KINDS = ("k1", "k2", "k3")
+LOG_RATIO_MAX = 20.0  # |log pi / pi_old| clamp before exp (verl compute_policy_loss)
+K3_MAX = 10.0  # k3 KL clamp (verl kl_penalty, low_var_kl)
+
+
+def policy_ratio(log_ratio: Tensor) -> Tensor:
+    """exp(log_ratio) with the log-ratio clamped to [-LOG_RATIO_MAX, LOG_RATIO_MAX], any shape.
+
+    exp(20) = 4.85e8 is finite in every float dtype the trainer uses, so one token that moved
+    far cannot make the loss inf or NaN.
+    """
+    return torch.exp(log_ratio.clamp(-LOG_RATIO_MAX, LOG_RATIO_MAX))
 
 
 def clipped_surrogate(
@@ -54,16 +69,16 @@ def clipped_surrogate(
     elif adv.shape != logp.shape:
         raise ValueError(f"adv must be (B,) or (B, T) = {tuple(logp.shape)}, got {adv.shape}")
 
-    ratio = torch.exp(logp - old_logp)  # (B, T)
+    r = policy_ratio(logp - old_logp)  # (B, T)
     # DAPO 3.1 clip-higher: decoupled bounds, eps_high > eps_low leaves room for
     # low-probability tokens to grow
-    clipped_ratio = ratio.clamp(1.0 - eps_low, 1.0 + eps_high)  # (B, T)
-    loss = torch.maximum(-adv * ratio, -adv * clipped_ratio)  # (B, T)
+    clipped_ratio = r.clamp(1.0 - eps_low, 1.0 + eps_high)  # (B, T)
+    loss = torch.maximum(-adv * r, -adv * clipped_ratio)  # (B, T)
 
-    neg = (adv < 0).expand_as(ratio)  # (B, T)
+    neg = (adv < 0).expand_as(r)  # (B, T)
     info = {
-        "clipped_high": (adv > 0) & (ratio > 1.0 + eps_high),
-        "clipped_low": neg & (ratio < 1.0 - eps_low),
+        "clipped_high": (adv > 0) & (r > 1.0 + eps_high),
+        "clipped_low": neg & (r < 1.0 - eps_low),
         "dual_clipped": torch.zeros_like(neg),
     }
     if dual_clip is not None:
@@ -142,7 +157,8 @@ def kl_estimate(logp: Tensor, ref_logp: Tensor, kind: str) -> Tensor:
     logp, ref_logp: same shape, e.g. (B, T). Kinds (Schulman, "Approximating KL
     Divergence", 2020), with d = ref_logp - logp:
     "k1": -d (unbiased, can be negative); "k2": d^2 / 2; "k3": exp(d) - d - 1
-    (unbiased and >= 0; the GRPO choice, arXiv 2402.03300 eq. 4).
+    (unbiased and >= 0; the GRPO choice, arXiv 2402.03300 eq. 4), computed with d clamped
+    to [-20, 20] and the result clamped to [0, K3_MAX = 10], as verl's low_var_kl.
     """
     if logp.shape != ref_logp.shape:
         raise ValueError(f"ref_logp shape {tuple(ref_logp.shape)} != logp {tuple(logp.shape)}")
@@ -153,8 +169,10 @@ def kl_estimate(logp: Tensor, ref_logp: Tensor, kind: str) -> Tensor:
         case "k2":
             return 0.5 * d.square()
         case "k3":
-            # expm1(d) - d is >= 0 in floating point too, and accurate for small d
-            return torch.expm1(d) - d
+            # expm1(d) - d is >= 0 in floating point too, and accurate for small d; the
+            # clamps bound one far-off token's penalty (and its gradient) as the reference does
+            d = d.clamp(-LOG_RATIO_MAX, LOG_RATIO_MAX)
+            return (torch.expm1(d) - d).clamp(max=K3_MAX)
         case _:
             raise ValueError(f"unknown KL estimator {kind!r}; valid: {KL_KINDS}")
 
