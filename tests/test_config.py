@@ -208,6 +208,9 @@ RULES = [
     ({"algo.norm_len": 0}, "algo.norm_len"),
     ({"algo.adv_eps": -1e-6}, "algo.adv_eps"),
     ({"algo.max_gen_rounds": 0}, "algo.max_gen_rounds"),
+    ({"algo.filter_metric": "reward"}, "algo.filter_metric"),  # never the shaped reward
+    ({"algo.filter_metric": "score", "algo.predictive_skip": True}, "algo.filter_metric"),
+    ({"algo.filter_metric": "score", "algo.retire_after": 2}, "algo.filter_metric"),
     ({"algo.overlong_buffer": 64}, "algo.overlong_buffer"),  # == max_new_tokens 64
     ({"algo.overlong_buffer": 65}, "algo.overlong_buffer"),
     ({"algo.overlong_buffer": 0}, "algo.overlong_buffer"),
@@ -265,6 +268,7 @@ RULES = [
     ({"model.lora_alpha": 0.0}, "model.lora_alpha"),
     ({"data.task": "chess"}, "data.task"),
     ({"data.task": "file"}, "data.task"),  # file task without data.path
+    ({"data.template": "chatml"}, "data.template"),
     ({"data.min_value": 0}, "data.min_value"),
     ({"data.min_value": 5, "data.max_value": 4}, "data.min_value"),
     ({"data.num_terms": 1}, "data.num_terms"),
@@ -306,11 +310,30 @@ def test_every_rule_is_exercised():
     assert keys <= {key for _, key in RULES}
 
 
+def test_allowed_names_come_from_the_modules_that_own_them():
+    from dapo_rl.algo.filtering import FILTER_METRICS
+    from dapo_rl.algo.losses import AGGREGATION_MODES, KL_KINDS
+    from dapo_rl.data.templates import TEMPLATES
+
+    for key, names in [
+        ("algo.loss_agg", AGGREGATION_MODES),
+        ("algo.kl_kind", KL_KINDS),
+        ("algo.filter_metric", FILTER_METRICS),
+        ("data.template", TEMPLATES),
+    ]:
+        for name in names:
+            build(overrides={key: name})
+        with pytest.raises(DapoError, match=re.escape(f"{key} must be")) as e:
+            build(overrides={key: "nonesuch"})
+        assert all(name in str(e.value) for name in names)
+
+
 @pytest.mark.parametrize(
     "overrides",
     [
         {"algo.eps_low": 0.0, "algo.eps_high": 0.0},  # both bounds are inclusive at 0
         {"algo.dual_clip": 1.5},
+        {"algo.filter_metric": "score"},
         {"algo.overlong_buffer": 63},  # 0 < 63 < 64
         {"algo.overlong_shaping": False, "algo.overlong_buffer": 999},  # unchecked when off
         {"rollout.group_size": 1, "algo.dynamic_sampling": False, "algo.scale_adv": False},

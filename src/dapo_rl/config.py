@@ -102,6 +102,11 @@ class AlgoConfig:
     scale_adv: bool = _f(True, "divide advantages by the group std (off in Dr. GRPO)")
     adv_eps: float = _f(1e-6, "added to the group std")
     dynamic_sampling: bool = _f(True, "drop groups whose accuracy is all-equal and refill (DAPO)")
+    filter_metric: str = _f(
+        "acc",
+        "what dynamic sampling compares within a group: acc (raw correctness) or score (the "
+        "verifier's reward before overlong shaping, for partial-credit rewards)",
+    )
     max_gen_rounds: int = _f(
         4, "cap on generation rounds per step; at the cap the step trains on what it has"
     )
@@ -397,18 +402,30 @@ def build(
 
 def validate(cfg: Config) -> None:
     """Every range check, each failing with one line naming the key."""
+    # the allowed names come from the modules that own them (imported here: they need
+    # torch, which importing the config alone does not)
+    from dapo_rl.algo.filtering import FILTER_METRICS
+    from dapo_rl.algo.losses import AGGREGATION_MODES, KL_KINDS
+    from dapo_rl.data.templates import TEMPLATES
+
     a, r, t, d = cfg.algo, cfg.rollout, cfg.train, cfg.data
     checks = [
         (a.eps_low >= 0 and a.eps_low < 1, "algo.eps_low must be in [0, 1)"),
         (a.eps_high >= 0, "algo.eps_high must be >= 0"),
         (a.dual_clip is None or a.dual_clip > 1, "algo.dual_clip must be > 1 (or null)"),
-        (
-            a.loss_agg in ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"),
-            "algo.loss_agg must be token_mean, seq_mean_token_mean or seq_mean_token_sum_norm",
-        ),
+        (a.loss_agg in AGGREGATION_MODES, f"algo.loss_agg must be {_one_of(AGGREGATION_MODES)}"),
         (a.norm_len is None or a.norm_len > 0, "algo.norm_len must be > 0"),
         (a.adv_eps >= 0, "algo.adv_eps must be >= 0"),
         (a.max_gen_rounds >= 1, "algo.max_gen_rounds must be >= 1"),
+        (
+            a.filter_metric in FILTER_METRICS,
+            f"algo.filter_metric must be {_one_of(FILTER_METRICS)}",
+        ),
+        (
+            a.filter_metric == "acc" or not (a.predictive_skip or a.retire_after),
+            "algo.filter_metric=score does not combine with algo.predictive_skip or "
+            "algo.retire_after (they predict from raw accuracy)",
+        ),
         (0 <= a.skip_target_zero_var <= 1, "algo.skip_target_zero_var must be in [0, 1]"),
         (0 < a.skip_explore_min <= 1, "algo.skip_explore_min must be in (0, 1]"),
         (
@@ -423,7 +440,7 @@ def validate(cfg: Config) -> None:
         ),
         (a.overlong_penalty >= 0, "algo.overlong_penalty must be >= 0"),
         (a.kl_coef >= 0, "algo.kl_coef must be >= 0"),
-        (a.kl_kind in ("k1", "k2", "k3"), "algo.kl_kind must be k1, k2 or k3"),
+        (a.kl_kind in KL_KINDS, f"algo.kl_kind must be {_one_of(KL_KINDS)}"),
         (
             r.group_size >= 2 or not (a.dynamic_sampling or a.scale_adv),
             "rollout.group_size must be >= 2 with dynamic sampling or std-scaled advantages",
@@ -472,6 +489,7 @@ def validate(cfg: Config) -> None:
             "algo.tis_cap needs train.recompute_old_logprobs=true (else every weight is 1)",
         ),
         (d.task in ("arithmetic", "file"), "data.task must be arithmetic or file"),
+        (d.template in TEMPLATES, f"data.template must be {_one_of(TEMPLATES)}"),
         (d.task != "file" or bool(d.path), "data.task=file needs data.path"),
         (1 <= d.min_value <= d.max_value, "data.min_value must be >= 1 and <= data.max_value"),
         (d.num_terms >= 2, "data.num_terms must be >= 2"),
@@ -503,6 +521,12 @@ def validate(cfg: Config) -> None:
     for ok, message in checks:
         if not ok:
             raise DapoError(message)
+
+
+def _one_of(names) -> str:
+    """("a", "b", "c") -> "a, b or c"."""
+    names = list(names)
+    return ", ".join(names[:-1]) + " or " + names[-1] if len(names) > 1 else names[0]
 
 
 def sinks(cfg: Config) -> list[str]:

@@ -203,3 +203,45 @@ def test_predictive_skip_passes_over_a_prompt_that_gave_a_zero_variance_group():
     assert m["ds/predicted_zero_var_frac"] == pytest.approx(2 * 360 / 3024)
     assert st.sampler.history["easy"].easy_run == 1
     assert st.sampler.history["mixed a"].seen == 2
+
+
+def partial_credit(text, ref):
+    """A float reward in (0, 1]: acc = score > 0 is True for every completion."""
+    return 1.0 if text == "right" else 0.25
+
+
+def test_partial_credit_groups_are_kept_when_filtering_on_the_score():
+    # every completion scores > 0, so every group is all-"correct" by acc and dynamic
+    # sampling on acc drops them all, round after round; on the score the mixed ones stay
+    st = _state(["mixed a", "easy", "mixed b"], **{"algo.max_gen_rounds": 2})
+    st.verifier = partial_credit
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        col = collect(st)
+    assert col.batch is None and col.stats["rounds"] == 2
+    st = _state(["mixed a", "easy", "mixed b"], **{"algo.filter_metric": "score"})
+    st.verifier = partial_credit
+    col = collect(st)
+    assert st.engine.calls == [2, 1]  # mixed a kept, easy (all 1.0) dropped, then mixed b
+    assert col.rewards.view(2, G).tolist() == [[1.0, 0.25, 1.0, 0.25]] * 2
+    assert col.acc.bool().all()
+
+
+def test_zero_variance_metrics_count_equal_acc_and_equal_score_groups():
+    from dapo_rl.train.step import _rollout_metrics
+
+    # round 1: mixed a (scores vary, acc all True), easy (scores and acc equal)
+    st = _state(["mixed a", "easy", "mixed b"], **{"algo.max_gen_rounds": 1})
+    st.verifier = partial_credit
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        m = _rollout_metrics(collect(st), st.cfg)
+    assert m["ds/sampled_groups"] == 2
+    assert m["ds/equal_acc_frac"] == 1.0 and m["ds/equal_score_frac"] == 0.5
+    assert m["ds/zero_var_frac"] == 1.0  # the filter's metric: acc
+    # on the score: mixed a, easy (dropped), then mixed a again: 1 of 3 groups equal
+    st = _state(["mixed a", "easy"], **{"algo.filter_metric": "score"})
+    st.verifier = partial_credit
+    m = _rollout_metrics(collect(st), st.cfg)
+    assert m["ds/sampled_groups"] == 3 and m["ds/equal_acc_frac"] == 1.0
+    assert m["ds/zero_var_frac"] == pytest.approx(1 / 3)

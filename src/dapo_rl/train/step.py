@@ -49,6 +49,11 @@ def _zero_var_split(acc: torch.Tensor, group_size: int) -> tuple[int, int]:
     return int(groups.all(1).sum()), int((~groups).all(1).sum())
 
 
+def _equal_groups(values: torch.Tensor, group_size: int) -> int:
+    """Groups whose ``values`` are all equal (what dynamic sampling would drop)."""
+    return int((~keep_groups(values, group_size)).sum())
+
+
 def _request(missing: int, state) -> int:
     """Prompts to sample for ``missing`` groups: with oversampling, missing / pass rate.
 
@@ -83,7 +88,7 @@ def _sample_round(state, examples: list, st: dict, seen: dict):
     """Steps 2-4 for one round: G completions per prompt, verified, shaped for length.
 
     Adds the round's costs and statistics to ``st`` and ``seen``; returns
-    (rollout, shaped rewards (N,), raw accuracy (N,)).
+    (rollout, shaped rewards (N,), raw accuracy (N,), verifier score before shaping (N,)).
     """
     cfg, a, G = state.cfg, state.cfg.algo, state.cfg.rollout.group_size
     prompts = [build_prompt(state.tokenizer, ex.problem, cfg.data.template) for ex in examples]
@@ -124,11 +129,13 @@ def _sample_round(state, examples: list, st: dict, seen: dict):
     c, w = _zero_var_split(acc, G)
     st["all_correct"] += c
     st["all_wrong"] += w
+    st["equal_acc"] += _equal_groups(acc, G)
+    st["equal_score"] += _equal_groups(score, G)
     for key, val in zip(
         seen, (reward, score, acc, ro.lengths.float(), ro.truncated.float()), strict=True
     ):
         seen[key].append(val)
-    return ro, reward, acc
+    return ro, reward, acc, score
 
 
 def _assemble(kept: list, rows: int, extra: int, pad_id: int):
@@ -158,6 +165,7 @@ def collect(state) -> Collected:
     outcomes: list[tuple[str, float]] = []  # (problem, group mean accuracy) of this rank
     seen = {"reward": [], "score": [], "acc": [], "len": [], "trunc": []}
     st = dict.fromkeys(("rounds", "groups", "all_correct", "all_wrong", "gen_tokens"), 0)
+    st |= {"equal_acc": 0, "equal_score": 0}
     st |= {"gen_time": 0.0, "reward_time": 0.0, "timeout": 0, "error": 0, "nonfinite": 0}
     n_kept = n_carried
     while n_kept < want and st["rounds"] < (a.max_gen_rounds if a.dynamic_sampling else 1):
@@ -166,12 +174,13 @@ def collect(state) -> Collected:
         # and samples its own share of it
         request = sampler.draw(state.stream, dist.round_up(_request(want - n_kept, state)))
         examples = dist.shard(request)
-        ro, reward, acc = _sample_round(state, examples, st, seen)  # 2-4
+        ro, reward, acc, score = _sample_round(state, examples, st, seen)  # 2-4
         group_acc = acc.view(-1, G).mean(1).tolist()
         outcomes += zip([ex.problem for ex in examples], group_acc, strict=True)
-        # 5. DAPO 3.2 dynamic sampling: keep groups whose raw accuracy varies
+        # 5. DAPO 3.2 dynamic sampling: keep groups whose raw accuracy (or, for partial
+        # credit, whose verifier score before shaping) varies
         keep = (
-            keep_groups(acc, G)
+            keep_groups(score if a.filter_metric == "score" else acc, G)
             if a.dynamic_sampling
             else torch.ones(len(examples), dtype=torch.bool)
         )
@@ -213,7 +222,10 @@ def _rollout_metrics(col: Collected, cfg) -> dict[str, float]:
         "len/p90": float(lens.quantile(0.9)),
         "len/max": float(lens.max()),
         "len/truncated_frac": float(st["trunc"].mean()),
-        "ds/zero_var_frac": (st["all_correct"] + st["all_wrong"]) / st["groups"],
+        "ds/zero_var_frac": st[f"equal_{cfg.algo.filter_metric}"] / st["groups"],
+        "ds/equal_acc_frac": st["equal_acc"] / st["groups"],
+        "ds/equal_score_frac": st["equal_score"] / st["groups"],
+        "ds/sampled_groups": st["groups"],
         "ds/all_correct_frac": st["all_correct"] / st["groups"],
         "ds/all_wrong_frac": st["all_wrong"] / st["groups"],
         "ds/gen_rounds": st["rounds"],
