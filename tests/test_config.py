@@ -224,6 +224,10 @@ RULES = [
         {"rollout.group_size": 1, "algo.dynamic_sampling": False},  # std scaling still on
         "rollout.group_size",
     ),
+    (  # Dr. GRPO's switches: r - mean is 0 for a group of one, so it is refused too
+        {"rollout.group_size": 1, "algo.dynamic_sampling": False, "algo.scale_adv": False},
+        "rollout.group_size",
+    ),
     (
         {"rollout.group_size": 0, "algo.dynamic_sampling": False, "algo.scale_adv": False},
         "rollout.group_size",
@@ -336,7 +340,7 @@ def test_allowed_names_come_from_the_modules_that_own_them():
         {"algo.filter_metric": "score"},
         {"algo.overlong_buffer": 63},  # 0 < 63 < 64
         {"algo.overlong_shaping": False, "algo.overlong_buffer": 999},  # unchecked when off
-        {"rollout.group_size": 1, "algo.dynamic_sampling": False, "algo.scale_adv": False},
+        {"rollout.group_size": 2, "algo.dynamic_sampling": False, "algo.scale_adv": False},
         {"rollout.top_p": 1.0, "rollout.temperature": 0.0},
         {"data.min_value": 3, "data.max_value": 3, "data.ops": "+-*"},
         {"train.steps": 0, "eval.every": 0, "run.checkpoint_every": 0},

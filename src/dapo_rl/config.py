@@ -442,10 +442,10 @@ def validate(cfg: Config) -> None:
         (a.kl_coef >= 0, "algo.kl_coef must be >= 0"),
         (a.kl_kind in KL_KINDS, f"algo.kl_kind must be {_one_of(KL_KINDS)}"),
         (
-            r.group_size >= 2 or not (a.dynamic_sampling or a.scale_adv),
-            "rollout.group_size must be >= 2 with dynamic sampling or std-scaled advantages",
+            r.group_size >= 2,
+            "rollout.group_size must be >= 2: a completion's advantage is relative to its "
+            "group, so a group of one has advantage 0 in every mode and nothing is learned",
         ),
-        (r.group_size >= 1, "rollout.group_size must be >= 1"),
         (r.prompts_per_step >= 1, "rollout.prompts_per_step must be >= 1"),
         (r.max_new_tokens >= 1, "rollout.max_new_tokens must be >= 1"),
         (r.temperature >= 0, "rollout.temperature must be >= 0"),

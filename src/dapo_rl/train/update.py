@@ -344,17 +344,50 @@ def policy_update(
     In a data-parallel run ``batch`` is this rank's share of whole groups; the loss is
     normalised by the global counts and the metrics are the global batch's, on every rank.
     """
-    model.train()
+    with _dropout_off(model):
+        return _update(
+            model, optimizer, scheduler, batch, adv, old_logp, loss_mask, ref_logp, s, generator
+        )
+
+
+@contextlib.contextmanager
+def _dropout_off(model):
+    """Eval mode for the update's forward passes, restored after: dropout off (as TRL does).
+
+    The PPO ratio compares this forward with the old log-probs (the sampler's, or a
+    recomputed no-dropout forward); dropout would make it a random number even at unchanged
+    weights. Layers that checkpoint activations keep their training flag, because
+    transformers recomputes a layer only in training mode; a Llama-family decoder layer
+    holds no dropout of its own (its attention and MLP submodules do, and they stay off).
+    """
+    was = model.training
+    model.eval()
+    for m in model.modules():
+        if getattr(m, "gradient_checkpointing", False) is True:
+            m.training = True
+    try:
+        yield
+    finally:
+        model.train(was)
+
+
+def _update(model, optimizer, scheduler, batch, adv, old_logp, loss_mask, ref_logp, s, generator):
+    """The body of ``policy_update``, in the mode ``_dropout_off`` sets."""
     params = [p for p in model.parameters() if p.requires_grad]
     sums: dict[str, float] = defaultdict(float)
     minis = _minibatches(len(batch) // s.group_size, s, generator)
-    grad_norm_sum, skipped = 0.0, 0
+    grad_norm_sum, skipped, empty = 0.0, 0, 0
     for mini in minis:
         m = loss_mask[mini]
         seqs = (m.sum(1) > 0).sum() if s.loss_agg == "seq_mean_token_mean" else len(mini)
         # DAPO 3.3 token-level loss: the denominators count the whole optimizer
         # mini-batch, over every micro-batch and every rank
         counts = dist.all_reduce(torch.tensor([float(m.sum()), float(seqs)], dtype=torch.float64))
+        if counts[0] == 0:
+            # no loss token on any rank (e.g. every row truncated and filtered): no step, as
+            # AdamW would still move the weights through its momentum and weight decay
+            empty += 1
+            continue
         optimizer.zero_grad(set_to_none=True)
         for micro, weight in _lockstep(s.micro_batches(mini), len(batch), s, model):
             _micro_step(
@@ -381,7 +414,7 @@ def policy_update(
         optimizer.zero_grad(set_to_none=True)
     total = dist.all_reduce(torch.tensor([sums[k] for k in _SUMMED], dtype=torch.float64))
     t = dict(zip(_SUMMED, total.tolist(), strict=True))
-    k, lt = max(len(minis), 1), max(t["loss_tokens"], 1.0)
+    k, lt = max(len(minis) - empty, 1), max(t["loss_tokens"], 1.0)  # steps that ran
     out = {
         "loss/policy": t["loss"] / k,
         "entropy/mean": t["entropy"] / max(t["tokens"], 1.0),
@@ -391,6 +424,7 @@ def policy_update(
         "clip/high_old_prob": t["clip_high_old_p"] / max(t["clip_high"], 1.0),
         "grad/norm": grad_norm_sum / k,
         "grad/skipped_steps": skipped,
+        "grad/empty_minibatches": empty,
         "lr": scheduler.get_last_lr()[0],
         "mismatch/kl": t["mismatch_kl"] / lt,
         "throughput/train_tokens": t["tokens"],
