@@ -338,6 +338,7 @@ def test_allowed_names_come_from_the_modules_that_own_them():
         {"algo.eps_low": 0.0, "algo.eps_high": 0.0},  # both bounds are inclusive at 0
         {"algo.dual_clip": 1.5},
         {"algo.filter_metric": "score"},
+        {"algo.tis_cap": 2.0, "model.dtype": "bfloat16"},  # bf16 recomputes old log-probs
         {"algo.overlong_buffer": 63},  # 0 < 63 < 64
         {"algo.overlong_shaping": False, "algo.overlong_buffer": 999},  # unchecked when off
         {"rollout.group_size": 2, "algo.dynamic_sampling": False, "algo.scale_adv": False},

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_run import tiny_cfg
 
 from dapo_rl.config import build
 from dapo_rl.rollout import HFEngine
@@ -92,6 +93,38 @@ def test_ratio_is_exactly_one_on_the_first_minibatch_with_recomputed_old_logprob
     _update(copy.deepcopy(tiny_model), rollout, s)
     ((logp, old),) = calls
     assert torch.equal(logp, old)
+
+
+def test_bfloat16_recomputes_old_logprobs_so_the_first_ratio_is_exactly_one(
+    tmp_path, monkeypatch
+):
+    # the sampler's bf16 log-probs (one token at a time, from a KV cache) differ from the
+    # update's whole-sequence forward; bf16 must use the update's own forward as old_logp
+    from dapo_rl.train.loop import build_state
+    from dapo_rl.train.step import train_step
+
+    monkeypatch.syspath_prepend(str(HERE))  # toy_rewards
+    cfg = tiny_cfg(
+        tmp_path,
+        **{
+            "model.dtype": "bfloat16",
+            "algo.dynamic_sampling": False,  # a random model's groups may all be wrong
+            "train.mini_batches_per_step": 1,
+            "train.micro_batch_size": 8,
+        },
+    )
+    assert not cfg.train.recompute_old_logprobs  # not asked for: implied by bfloat16
+    state = build_state(cfg)
+    assert state.update_settings.recompute_old
+    calls = _record_first_surrogate(monkeypatch)
+    sampled = []
+    real_generate = state.engine.generate
+    state.engine.generate = lambda *a, **k: sampled.append(real_generate(*a, **k)) or sampled[-1]
+    train_step(state)
+    (logp, old), batch = calls[0], sampled[0]
+    assert torch.equal(logp, old)  # ratio exactly 1: old_logp is the update's own forward
+    # the sampler's own values (same rows, in another order) are not those
+    assert not torch.equal(batch.logp.flatten().sort().values, old.cpu().flatten().sort().values)
 
 
 def test_a_minibatch_without_loss_tokens_takes_no_adamw_step(tiny_model, rollout):

@@ -35,6 +35,7 @@ from dapo_rl.algo import (
     token_entropy,
     truncated_is_weight,
 )
+from dapo_rl.config import recomputes_old_logprobs
 from dapo_rl.models import AdapterDisabled
 from dapo_rl.rollout import Rollout
 
@@ -58,6 +59,7 @@ class UpdateSettings:
     share_prompt: bool = True  # encode each group's prompt once (needs whole groups)
     autocast_dtype: torch.dtype | None = None
     tis_cap: float | None = None  # truncated importance-sampling cap C (None: no reweighting)
+    recompute_old: bool = False  # old log-probs from a training forward, not the sampler's
 
     @classmethod
     def from_config(cls, cfg, **overrides) -> UpdateSettings:
@@ -79,6 +81,7 @@ class UpdateSettings:
             share_prompt=t.share_prompt,
             autocast_dtype=torch.bfloat16 if cfg.model.dtype == "bfloat16" else None,
             tis_cap=a.tis_cap,
+            recompute_old=recomputes_old_logprobs(cfg),
         )
         return cls(**{**values, **overrides})
 
