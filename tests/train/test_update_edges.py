@@ -95,9 +95,7 @@ def test_ratio_is_exactly_one_on_the_first_minibatch_with_recomputed_old_logprob
     assert torch.equal(logp, old)
 
 
-def test_bfloat16_recomputes_old_logprobs_so_the_first_ratio_is_exactly_one(
-    tmp_path, monkeypatch
-):
+def test_bfloat16_recomputes_old_logprobs_so_the_first_ratio_is_exactly_one(tmp_path, monkeypatch):
     # the sampler's bf16 log-probs (one token at a time, from a KV cache) differ from the
     # update's whole-sequence forward; bf16 must use the update's own forward as old_logp
     from dapo_rl.train.loop import build_state
