@@ -29,7 +29,7 @@ from dapo_rl.metrics import read_metrics
 from dapo_rl.models import load_model
 from dapo_rl.train import checkpoint, loop
 from dapo_rl.train.loop import train
-from dapo_rl.train.sampler import Sampler, SamplerSettings
+from dapo_rl.train.picker import PickerSettings, PromptPicker
 from dapo_rl.train.signals import Interrupted
 from dapo_rl.train.step import collect
 
@@ -379,7 +379,7 @@ def test_refill_across_epochs_keeps_the_groups_of_earlier_rounds():
         engine=_ParityEngine(),
         verifier=lambda text, ref: Verdict(1.0 if text == "right" else -1.0, text == "right"),
         generator=None,
-        sampler=Sampler(SamplerSettings.from_config(cfg), seed=0),
+        picker=PromptPicker(PickerSettings.from_config(cfg), seed=0),
     )
     col = collect(state)
     assert state.stream.epoch >= 1  # the 3-row set ran out during the refill

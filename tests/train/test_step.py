@@ -13,7 +13,7 @@ from dapo_rl.data.files import Example
 from dapo_rl.data.stream import PromptStream
 from dapo_rl.rewards import Verdict
 from dapo_rl.rollout import Rollout
-from dapo_rl.train.sampler import Sampler, SamplerSettings
+from dapo_rl.train.picker import PickerSettings, PromptPicker
 from dapo_rl.train.step import collect
 
 G = 4
@@ -84,7 +84,7 @@ def _state(problems, **overrides):
         engine=ScriptedEngine(),
         verifier=verifier,
         generator=None,
-        sampler=Sampler(SamplerSettings.from_config(cfg), seed=0),
+        picker=PromptPicker(PickerSettings.from_config(cfg), seed=0),
     )
 
 
@@ -150,17 +150,17 @@ def test_all_wrong_groups_with_different_lengths_are_still_dropped():
 
 def test_oversampling_requests_missing_over_pass_rate_and_records_the_new_rate():
     st = _state(["mixed a", "hard", "mixed b", "hard", "mixed c", "hard"])
-    st.sampler.pass_rate = 0.5  # last step kept half its groups: ask for 2 / 0.5 = 4 prompts
+    st.picker.pass_rate = 0.5  # last step kept half its groups: ask for 2 / 0.5 = 4 prompts
     col = collect(st)
     assert st.engine.calls == [4]
     assert len(col.batch) == 2 * G  # two of the four groups were informative
-    assert st.sampler.pass_rate == 0.5
+    assert st.picker.pass_rate == 0.5
     st = _state(["hard"] * 3 + ["mixed"], **{"rollout.batch_size": 12})
-    st.sampler.pass_rate = 0.01  # capped: at most batch_size / G = 3 prompts a round
+    st.picker.pass_rate = 0.01  # capped: at most batch_size / G = 3 prompts a round
     collect(st)
     assert st.engine.calls[0] == 3
     st = _state(["mixed a", "hard"], **{"algo.oversample": False})
-    st.sampler.pass_rate = 0.5
+    st.picker.pass_rate = 0.5
     collect(st)
     assert st.engine.calls[0] == 2
 
@@ -168,20 +168,20 @@ def test_oversampling_requests_missing_over_pass_rate_and_records_the_new_rate()
 def test_surplus_groups_are_carried_and_trained_first_by_the_next_step():
     problems = ["mixed a", "mixed b", "long mixed c", "mixed d", "mixed e"]
     st = _state(problems, **{"algo.carry_over": True})
-    st.sampler.pass_rate = 0.5  # ask for 2 / 0.5 = 4 prompts: all 4 informative
+    st.picker.pass_rate = 0.5  # ask for 2 / 0.5 = 4 prompts: all 4 informative
     first = collect(st)
-    assert len(first.batch) == 2 * G and first.stats["sampler"]["ds/carried_groups"] == 0
+    assert len(first.batch) == 2 * G and first.stats["picker"]["ds/carried_groups"] == 0
     # two surplus groups; at most prompts_per_step - 1 = 1 is carried: 'long mixed c'
     second = collect(st)
     assert st.engine.calls == [4, 1]  # one group missing, pass rate now 4/4: one prompt
-    assert second.stats["sampler"]["ds/carried_groups"] == 1
+    assert second.stats["picker"]["ds/carried_groups"] == 1
     assert second.stats["kept_groups"] == 2 and second.stats["groups"] == 1
     # the carried group comes first, with its own rewards (truncated rows penalised)
     assert second.batch.truncated.view(2, G).tolist() == [[False, True, False, True], [False] * G]
     assert second.rewards.view(2, G)[0].tolist() == [1.0, -2.0, 1.0, -2.0]
-    assert st.sampler.pass_rate == 1.0  # of the groups generated this step, carried ones aside
+    assert st.picker.pass_rate == 1.0  # of the groups generated this step, carried ones aside
     st = _state(problems, **{"algo.carry_over": False})
-    st.sampler.pass_rate = 0.5
+    st.picker.pass_rate = 0.5
     collect(st), collect(st)
     assert st.engine.calls == [4, 2]  # the surplus was dropped
 
@@ -196,13 +196,13 @@ def test_predictive_skip_passes_over_a_prompt_that_gave_a_zero_variance_group():
     collect(st)  # easy (dropped), mixed a; then mixed b
     second = collect(st)
     assert st.engine.calls == [2, 1, 2]  # easy passed over: mixed a, mixed b
-    m = second.stats["sampler"]
+    m = second.stats["picker"]
     assert m["ds/skipped_prompts"] == 1 and m["ds/seen_before_frac"] == 1.0
     # both sampled prompts had one half-right group of 4: Beta(3, 3);
     # P(4 right) = 3/6 * 4/7 * 5/8 * 6/9, P(4 wrong) the same
     assert m["ds/predicted_zero_var_frac"] == pytest.approx(2 * 360 / 3024)
-    assert st.sampler.history["easy"].easy_run == 1
-    assert st.sampler.history["mixed a"].seen == 2
+    assert st.picker.history["easy"].easy_run == 1
+    assert st.picker.history["mixed a"].seen == 2
 
 
 def partial_credit(text, ref):

@@ -41,7 +41,7 @@ from dapo_rl.metrics import ConsoleSink, make_sinks, memory_metrics, read_metric
 from dapo_rl.rewards import get_verifier
 from dapo_rl.rollout import HFEngine, make_engine
 from dapo_rl.train import checkpoint
-from dapo_rl.train.sampler import Sampler, SamplerSettings
+from dapo_rl.train.picker import PickerSettings, PromptPicker
 from dapo_rl.train.signals import StopSignals
 from dapo_rl.train.step import train_step
 from dapo_rl.train.update import UpdateSettings
@@ -62,7 +62,7 @@ class TrainState:
     verifier: Any
     generator: torch.Generator
     update_settings: UpdateSettings
-    sampler: Sampler  # pass rate, carried groups, prompt history, predictive skip
+    picker: PromptPicker  # pass rate, carried groups, prompt history, predictive skip
     step: int = 0
     skipped_in_a_row: int = 0  # optimizer steps skipped for non-finite gradients, in a row
 
@@ -122,7 +122,7 @@ def build_state(cfg: Config) -> TrainState:
         verifier,
         torch.Generator().manual_seed(cfg.run.seed),
         settings,
-        Sampler(SamplerSettings.from_config(cfg), seed=cfg.run.seed),
+        PromptPicker(PickerSettings.from_config(cfg), seed=cfg.run.seed),
     )
 
 

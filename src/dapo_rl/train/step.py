@@ -4,7 +4,7 @@
 rewards for length (DAPO 3.4), and - with dynamic sampling (DAPO 3.2) - drop groups whose
 raw accuracy is all-equal and refill from the stream until ``prompts_per_step`` informative
 groups are in hand or the round cap is reached (then it trains on what it has and warns).
-What it remembers between steps lives in ``train/sampler.py``: groups carried over from the
+What it remembers between steps lives in ``train/picker.py``: groups carried over from the
 last step are used first, and prompts predicted to give a zero-variance group may be
 passed over before sampling (``algo.carry_over``, ``algo.predictive_skip``).
 ``train_step`` adds steps 6-8: group advantages, old log-probs, and the clipped update.
@@ -13,8 +13,8 @@ Data parallel (``dapo_rl.dist``): every rank reads the same prompts from the str
 position is the same everywhere) and samples its own contiguous share, in whole groups. The
 refill loop counts kept groups over all ranks, so every rank stops in the same round; the
 kept groups are then pooled and dealt out again in equal contiguous shares, and the
-rollout statistics are gathered once per step. The sampler is fed the pooled outcomes and
-the pooled surplus, so its state (and the prompts it passes over) is the same on every rank.
+rollout statistics are gathered once per step. The prompt picker is fed the pooled outcomes
+and the pooled surplus, so its state (and the prompts it passes over) is the same on every rank.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ def _request(missing: int, state) -> int:
     if not (cfg.algo.dynamic_sampling and cfg.algo.oversample):
         return missing
     cap = max(missing, cfg.rollout.batch_size // cfg.rollout.group_size)
-    return min(cap, math.ceil(missing / max(state.sampler.pass_rate, 0.1)))
+    return min(cap, math.ceil(missing / max(state.picker.pass_rate, 0.1)))
 
 
 def _share(batch: Rollout | None, rewards, accs, group_size: int):
@@ -158,9 +158,9 @@ def _assemble(kept: list, rows: int, extra: int, pad_id: int):
 
 def collect(state) -> Collected:
     """Steps 1-5: sample, score, shape, filter and refill; carried groups come first."""
-    cfg, G, sampler = state.cfg, state.cfg.rollout.group_size, state.sampler
+    cfg, G, picker = state.cfg, state.cfg.rollout.group_size, state.picker
     want, a = cfg.rollout.prompts_per_step, cfg.algo
-    carried, n_carried = sampler.begin_step()  # kept beyond the last step's need
+    carried, n_carried = picker.begin_step()  # kept beyond the last step's need
     kept: list[tuple[Rollout, torch.Tensor, torch.Tensor]] = []
     outcomes: list[tuple[str, float]] = []  # (problem, group mean accuracy) of this rank
     seen = {"reward": [], "score": [], "acc": [], "len": [], "trunc": []}
@@ -172,7 +172,7 @@ def collect(state) -> Collected:
         st["rounds"] += 1
         # 1. prompts, minus those predicted uninformative: every rank reads the same request
         # and samples its own share of it
-        request = sampler.draw(state.stream, dist.round_up(_request(want - n_kept, state)))
+        request = picker.draw(state.stream, dist.round_up(_request(want - n_kept, state)))
         examples = dist.shard(request)
         ro, reward, acc, score = _sample_round(state, examples, st, seen)  # 2-4
         group_acc = acc.view(-1, G).mean(1).tolist()
@@ -196,17 +196,17 @@ def collect(state) -> Collected:
         )
     # carried groups first, then every rank's kept groups in rank order: the same everywhere;
     # informative groups beyond the step's need are carried to the next, up to the cap
-    n_carry = min(max(n_kept - want, 0), sampler.s.carry_cap)
+    n_carry = min(max(n_kept - want, 0), picker.s.carry_cap)
     parts = carried + dist.pool(kept)
     batch, rewards, accs, carry = _assemble(parts, want * G, n_carry * G, state.engine.pad_id)
-    sampler.end_step(dist.pool(outcomes), carry, n_carry)
+    picker.end_step(dist.pool(outcomes), carry, n_carry)
     batch, rewards, accs = _share(batch, rewards, accs, G)
     st.update({k: torch.cat(v) for k, v in seen.items()})
     st = dist.reduce_stats(st, max_keys=("rounds", "gen_time", "reward_time"))
     st["kept_groups"] = min(n_kept, want)
-    st["sampler"] = sampler.metrics()  # computed from pooled data: not reduced again
+    st["picker"] = picker.metrics()  # computed from pooled data: not reduced again
     if a.dynamic_sampling:  # pass-through rate seen by the next step's requests
-        sampler.pass_rate = (n_kept - n_carried) / max(st["groups"], 1)
+        picker.pass_rate = (n_kept - n_carried) / max(st["groups"], 1)
     return Collected(batch, rewards, accs, st)
 
 
@@ -237,7 +237,7 @@ def _rollout_metrics(col: Collected, cfg) -> dict[str, float]:
         "time/reward": st["reward_time"],
         "throughput/gen_tokens_per_s": st["gen_tokens"] / max(st["gen_time"], 1e-9),
         "ds/gen_tokens": st["gen_tokens"],
-        **st["sampler"],
+        **st["picker"],
     }
     return out
 
