@@ -5,7 +5,14 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dapo_rl.algo import aggregate, clipped_surrogate, kl_estimate, policy_ratio, token_entropy
+from dapo_rl.algo import (
+    aggregate,
+    clipped_surrogate,
+    kl_estimate,
+    loss_denominators,
+    policy_ratio,
+    token_entropy,
+)
 
 MODES = ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm")
 
@@ -187,6 +194,29 @@ def test_zero_tokens_give_connected_zero(mode):
 def test_global_zero_count_gives_zero(mode):
     out = aggregate(LOSS * 0, torch.zeros(3, 3), mode, num_tokens=0, num_seqs=0, norm_len=3)
     assert out.item() == 0.0
+
+
+def test_loss_denominators_hand_computed():
+    # rows: 2 loss tokens, none, 1: 3 tokens; sequences with a token: 2; all sequences: 3
+    mask = torch.tensor([[1, 1, 0], [0, 0, 0], [1, 0, 0]])
+    assert loss_denominators(mask, "token_mean").tolist() == [3.0, 3.0]
+    assert loss_denominators(mask, "seq_mean_token_mean").tolist() == [3.0, 2.0]
+    assert loss_denominators(mask, "seq_mean_token_sum_norm").tolist() == [3.0, 3.0]
+    with pytest.raises(ValueError, match="token_mean"):
+        loss_denominators(mask, "seq_mean")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_aggregate_defaults_are_the_loss_denominators(mode):
+    # aggregate without counts divides by this batch's own loss_denominators
+    g = torch.Generator().manual_seed(0)
+    loss = torch.randn(4, 5, generator=g, dtype=torch.float64)
+    mask = torch.rand(4, 5, generator=g) > 0.5
+    mask[1] = False
+    tokens, seqs = loss_denominators(mask, mode).tolist()
+    own = aggregate(loss, mask, mode, norm_len=5)
+    given = aggregate(loss, mask, mode, norm_len=5, num_tokens=tokens, num_seqs=seqs)
+    assert torch.equal(own, given)
 
 
 def test_unknown_mode_names_valid_modes():

@@ -11,6 +11,7 @@ from dapo_rl.algo.losses import (
     aggregate,
     clipped_surrogate,
     kl_estimate,
+    loss_denominators,
     policy_ratio,
     token_entropy,
 )
@@ -22,6 +23,7 @@ __all__ = [
     "group_advantages",
     "keep_groups",
     "kl_estimate",
+    "loss_denominators",
     "overlong_penalty",
     "policy_ratio",
     "sampler_mismatch",

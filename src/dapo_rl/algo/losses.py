@@ -90,6 +90,23 @@ def clipped_surrogate(
     return loss, info
 
 
+def loss_denominators(mask: Tensor, mode: str) -> Tensor:
+    """The counts that turn `aggregate`'s sums into means: (num_tokens, num_seqs), float64.
+
+    mask: (B, T) loss mask of a whole optimizer mini-batch (one rank's share of it: the
+    caller sums the counts over ranks). num_tokens counts the loss tokens (DAPO 3.3: every
+    token of the mini-batch weighs the same); num_seqs counts the sequences with at least
+    one loss token for "seq_mean_token_mean", and every sequence (B) otherwise.
+    """
+    if mask.dim() != 2:
+        raise ValueError(f"mask must be (B, T), got shape {tuple(mask.shape)}")
+    if mode not in AGGREGATION_MODES:
+        raise ValueError(f"unknown aggregation mode {mode!r}; valid: {AGGREGATION_MODES}")
+    keep = mask.bool()
+    seqs = keep.any(dim=-1).sum() if mode == "seq_mean_token_mean" else mask.shape[0]
+    return torch.tensor([float(keep.sum()), float(seqs)], dtype=torch.float64)
+
+
 def _denominator(value: float | Tensor | None, default: Tensor, like: Tensor, name: str) -> Tensor:
     """A count as a tensor on `like`'s device, floored at 1 (a zero count means no tokens)."""
     if value is None:
@@ -128,27 +145,24 @@ def aggregate(
     keep = mask.bool()  # (B, T)
     masked = torch.where(keep, loss_tok, 0.0)  # (B, T) masked positions cannot leak
     seq_tokens = keep.sum(dim=-1)  # (B,)
+    own_tokens, own_seqs = loss_denominators(keep, mode)  # defaults: this batch's counts
 
     match mode:
         case "token_mean":
             # DAPO 3.3 token-level policy gradient loss
-            denom = _denominator(num_tokens, seq_tokens.sum(), loss_tok, "num_tokens")
+            denom = _denominator(num_tokens, own_tokens, loss_tok, "num_tokens")
             return masked.sum() / denom
         case "seq_mean_token_mean":
             per_seq = masked.sum(dim=-1) / seq_tokens.clamp(min=1)  # (B,) empty rows give 0
-            denom = _denominator(num_seqs, (seq_tokens > 0).sum(), loss_tok, "num_seqs")
-            return per_seq.sum() / denom
-        case "seq_mean_token_sum_norm":
+            return per_seq.sum() / _denominator(num_seqs, own_seqs, loss_tok, "num_seqs")
+        case _:  # seq_mean_token_sum_norm (loss_denominators refused any other mode)
             if norm_len is None:
                 raise ValueError("mode 'seq_mean_token_sum_norm' requires norm_len")
             if not isinstance(norm_len, Tensor) and norm_len <= 0:
                 raise ValueError(f"norm_len must be > 0, got {norm_len}")
             # Dr. GRPO: a constant length normaliser removes the per-sequence length bias
             per_seq = masked.sum(dim=-1) / norm_len  # (B,)
-            default = torch.tensor(loss_tok.shape[0])
-            return per_seq.sum() / _denominator(num_seqs, default, loss_tok, "num_seqs")
-        case _:
-            raise ValueError(f"unknown aggregation mode {mode!r}; valid: {AGGREGATION_MODES}")
+            return per_seq.sum() / _denominator(num_seqs, own_seqs, loss_tok, "num_seqs")
 
 
 def kl_estimate(logp: Tensor, ref_logp: Tensor, kind: str) -> Tensor:

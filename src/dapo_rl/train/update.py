@@ -31,6 +31,7 @@ from dapo_rl.algo import (
     aggregate,
     clipped_surrogate,
     kl_estimate,
+    loss_denominators,
     sampler_mismatch,
     token_entropy,
     truncated_is_weight,
@@ -381,11 +382,9 @@ def _update(model, optimizer, scheduler, batch, adv, old_logp, loss_mask, ref_lo
     minis = _minibatches(len(batch) // s.group_size, s, generator)
     grad_norm_sum, skipped, empty = 0.0, 0, 0
     for mini in minis:
-        m = loss_mask[mini]
-        seqs = (m.sum(1) > 0).sum() if s.loss_agg == "seq_mean_token_mean" else len(mini)
         # DAPO 3.3 token-level loss: the denominators count the whole optimizer
         # mini-batch, over every micro-batch and every rank
-        counts = dist.all_reduce(torch.tensor([float(m.sum()), float(seqs)], dtype=torch.float64))
+        counts = dist.all_reduce(loss_denominators(loss_mask[mini], s.loss_agg))
         if counts[0] == 0:
             # no loss token on any rank (e.g. every row truncated and filtered): no step, as
             # AdamW would still move the weights through its momentum and weight decay
