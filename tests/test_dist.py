@@ -320,7 +320,7 @@ def _worker(inp: str, out_dir: str) -> None:
             "rows": len(col.batch),
             "acc": col.acc,
             "position": state.stream.position,
-            "stats": {k: v for k, v in col.stats.items() if "time" not in k},
+            "stats": {k: v for k, v in vars(col.stats).items() if "time" not in k},
             "picker": {k: v for k, v in picker.items() if k != "carried"},
             "carried_groups": picker["carried"][2],
         }

@@ -383,13 +383,13 @@ def test_refill_across_epochs_keeps_the_groups_of_earlier_rounds():
     )
     col = collect(state)
     assert state.stream.epoch >= 1  # the 3-row set ran out during the refill
-    assert col.stats["rounds"] > 1
+    assert col.stats.rounds > 1
     assert len(col.batch) == 5 * 4  # every accepted group is in the batch
     assert col.acc.view(5, 4).tolist() == [[1, 0, 1, 0]] * 5
     handed_out = state.engine.prompts
     assert len(handed_out) == state.stream.position
     # exactly five informative prompts were ever handed out: none was lost and refetched
-    assert sum("mixed" in p for p in handed_out) == col.stats["kept_groups"] == 5
+    assert sum("mixed" in p for p in handed_out) == col.stats.kept_groups == 5
 
 
 # --- bad run directories ------------------------------------------------------------------

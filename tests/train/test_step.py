@@ -14,7 +14,7 @@ from dapo_rl.data.stream import PromptStream
 from dapo_rl.rewards import Verdict
 from dapo_rl.rollout import Rollout
 from dapo_rl.train.picker import PickerSettings, PromptPicker
-from dapo_rl.train.step import collect
+from dapo_rl.train.step import CollectStats, collect
 
 G = 4
 
@@ -94,14 +94,12 @@ def test_dynamic_sampling_drops_zero_variance_groups_and_refills_only_what_is_mi
     # round 1: easy (dropped), mixed a (kept); round 2 asks for 1: hard (dropped);
     # round 3 asks for 1: mixed b (kept)
     assert st.engine.calls == [2, 1, 1]
-    assert col.stats["rounds"] == 3
+    assert isinstance(col.stats, CollectStats) and col.stats.rounds == 3
     assert len(col.batch) == 2 * G
     assert col.acc.view(2, G).tolist() == [[1, 0, 1, 0], [1, 0, 1, 0]]
-    assert (
-        col.stats["all_correct"] == 1 and col.stats["all_wrong"] == 1 and col.stats["groups"] == 4
-    )
+    assert col.stats.all_correct == 1 and col.stats.all_wrong == 1 and col.stats.groups == 4
     # the policy's own accuracy is measured on everything generated: 2 + 0 + 2 + 4 of 16
-    assert float(col.stats["acc"].mean()) == pytest.approx(8 / 16)
+    assert float(col.stats.accs.mean()) == pytest.approx(8 / 16)
 
 
 def test_round_cap_trains_on_what_it_has_and_warns():
@@ -120,7 +118,7 @@ def test_no_informative_group_gives_no_batch():
     with warnings.catch_warnings(record=True):
         warnings.simplefilter("always")
         col = collect(st)
-    assert col.batch is None and col.stats["rounds"] == 2
+    assert col.batch is None and col.stats.rounds == 2
 
 
 def test_without_dynamic_sampling_every_group_is_kept_in_one_round():
@@ -170,12 +168,12 @@ def test_surplus_groups_are_carried_and_trained_first_by_the_next_step():
     st = _state(problems, **{"algo.carry_over": True})
     st.picker.pass_rate = 0.5  # ask for 2 / 0.5 = 4 prompts: all 4 informative
     first = collect(st)
-    assert len(first.batch) == 2 * G and first.stats["picker"]["ds/carried_groups"] == 0
+    assert len(first.batch) == 2 * G and first.stats.picker["ds/carried_groups"] == 0
     # two surplus groups; at most prompts_per_step - 1 = 1 is carried: 'long mixed c'
     second = collect(st)
     assert st.engine.calls == [4, 1]  # one group missing, pass rate now 4/4: one prompt
-    assert second.stats["picker"]["ds/carried_groups"] == 1
-    assert second.stats["kept_groups"] == 2 and second.stats["groups"] == 1
+    assert second.stats.picker["ds/carried_groups"] == 1
+    assert second.stats.kept_groups == 2 and second.stats.groups == 1
     # the carried group comes first, with its own rewards (truncated rows penalised)
     assert second.batch.truncated.view(2, G).tolist() == [[False, True, False, True], [False] * G]
     assert second.rewards.view(2, G)[0].tolist() == [1.0, -2.0, 1.0, -2.0]
@@ -196,7 +194,7 @@ def test_predictive_skip_passes_over_a_prompt_that_gave_a_zero_variance_group():
     collect(st)  # easy (dropped), mixed a; then mixed b
     second = collect(st)
     assert st.engine.calls == [2, 1, 2]  # easy passed over: mixed a, mixed b
-    m = second.stats["picker"]
+    m = second.stats.picker
     assert m["ds/skipped_prompts"] == 1 and m["ds/seen_before_frac"] == 1.0
     # both sampled prompts had one half-right group of 4: Beta(3, 3);
     # P(4 right) = 3/6 * 4/7 * 5/8 * 6/9, P(4 wrong) the same
@@ -218,7 +216,7 @@ def test_partial_credit_groups_are_kept_when_filtering_on_the_score():
     with warnings.catch_warnings(record=True):
         warnings.simplefilter("always")
         col = collect(st)
-    assert col.batch is None and col.stats["rounds"] == 2
+    assert col.batch is None and col.stats.rounds == 2
     st = _state(["mixed a", "easy", "mixed b"], **{"algo.filter_metric": "score"})
     st.verifier = partial_credit
     col = collect(st)

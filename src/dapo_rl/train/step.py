@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -34,6 +34,31 @@ from dapo_rl.rollout import Rollout, concat_rollouts
 from dapo_rl.train.update import batched_logprobs, policy_update
 
 
+@dataclass(frozen=True)
+class CollectStats:
+    """What one step's sampling saw and cost, over every rank (counts summed, times maxed)."""
+
+    rounds: int  # generation rounds (the refill loop's iterations)
+    groups: int  # groups sampled, kept or not
+    all_correct: int  # groups whose completions were all correct (acc)
+    all_wrong: int  # groups whose completions were all wrong (acc)
+    equal_acc: int  # groups of equal acc (= all_correct + all_wrong)
+    equal_score: int  # groups of equal verifier score (before overlong shaping)
+    kept_groups: int  # groups trained on (carried ones included)
+    gen_tokens: int  # completion tokens generated
+    gen_time: float  # seconds in generation
+    reward_time: float  # seconds in verification and shaping
+    timeout: int  # verifier calls that timed out
+    error: int  # verifier calls that raised
+    nonfinite: int  # verifier calls that returned a non-finite score
+    rewards: torch.Tensor  # (M,) shaped reward of every completion generated
+    scores: torch.Tensor  # (M,) verifier score before shaping
+    accs: torch.Tensor  # (M,) raw correctness
+    lengths: torch.Tensor  # (M,) completion lengths, float
+    truncated: torch.Tensor  # (M,) 1.0 where the completion has no EOS
+    picker: dict[str, float]  # the prompt picker's ds/ metrics (pooled: not reduced again)
+
+
 @dataclass
 class Collected:
     """Kept groups (contiguous, G rows each) and what it cost to find them."""
@@ -41,7 +66,7 @@ class Collected:
     batch: Rollout | None
     rewards: torch.Tensor  # (N,) shaped rewards of kept completions
     acc: torch.Tensor  # (N,) raw correctness of kept completions
-    stats: dict[str, float] = field(default_factory=dict)
+    stats: CollectStats
 
 
 def _zero_var_split(acc: torch.Tensor, group_size: int) -> tuple[int, int]:
@@ -111,7 +136,7 @@ def _sample_round(state, examples: list, st: dict, seen: dict):
         state.verifier, texts, refs, timeout=cfg.rewards.timeout
     )  # 3. verify
     for k, v in faults.items():
-        st[k] = st.get(k, 0) + v
+        st[k] += v
     score = torch.tensor([v.score for v in verdicts], dtype=torch.float32)
     acc = torch.tensor([v.acc for v in verdicts], dtype=torch.float32)
     reward = score.clone()
@@ -163,7 +188,7 @@ def collect(state) -> Collected:
     carried, n_carried = picker.begin_step()  # kept beyond the last step's need
     kept: list[tuple[Rollout, torch.Tensor, torch.Tensor]] = []
     outcomes: list[tuple[str, float]] = []  # (problem, group mean accuracy) of this rank
-    seen = {"reward": [], "score": [], "acc": [], "len": [], "trunc": []}
+    seen = {"rewards": [], "scores": [], "accs": [], "lengths": [], "truncated": []}
     st = dict.fromkeys(("rounds", "groups", "all_correct", "all_wrong", "gen_tokens"), 0)
     st |= {"equal_acc": 0, "equal_score": 0}
     st |= {"gen_time": 0.0, "reward_time": 0.0, "timeout": 0, "error": 0, "nonfinite": 0}
@@ -203,41 +228,46 @@ def collect(state) -> Collected:
     batch, rewards, accs = _share(batch, rewards, accs, G)
     st.update({k: torch.cat(v) for k, v in seen.items()})
     st = dist.reduce_stats(st, max_keys=("rounds", "gen_time", "reward_time"))
-    st["kept_groups"] = min(n_kept, want)
-    st["picker"] = picker.metrics()  # computed from pooled data: not reduced again
     if a.dynamic_sampling:  # pass-through rate seen by the next step's requests
         picker.pass_rate = (n_kept - n_carried) / max(st["groups"], 1)
-    return Collected(batch, rewards, accs, st)
+    stats = CollectStats(
+        **{k: st.pop(k) for k in ("rewards", "scores", "accs", "lengths", "truncated")},
+        **st,
+        kept_groups=min(n_kept, want),
+        picker=picker.metrics(),  # computed from pooled data: not reduced again
+    )
+    return Collected(batch, rewards, accs, stats)
 
 
 def _rollout_metrics(col: Collected, cfg) -> dict[str, float]:
-    st, lens = col.stats, col.stats["len"]
-    generated = len(lens)
+    st, lens = col.stats, col.stats.lengths
+    generated, groups = len(lens), st.groups
+    equal = st.equal_score if cfg.algo.filter_metric == "score" else st.equal_acc
     out = {
-        "reward/mean": float(st["reward"].mean()),
-        "reward/score_mean": float(st["score"].mean()),
-        "acc/mean": float(st["acc"].mean()),
+        "reward/mean": float(st.rewards.mean()),
+        "reward/score_mean": float(st.scores.mean()),
+        "acc/mean": float(st.accs.mean()),
         "len/mean": float(lens.mean()),
         "len/p50": float(lens.quantile(0.5)),
         "len/p90": float(lens.quantile(0.9)),
         "len/max": float(lens.max()),
-        "len/truncated_frac": float(st["trunc"].mean()),
-        "ds/zero_var_frac": st[f"equal_{cfg.algo.filter_metric}"] / st["groups"],
-        "ds/equal_acc_frac": st["equal_acc"] / st["groups"],
-        "ds/equal_score_frac": st["equal_score"] / st["groups"],
-        "ds/sampled_groups": st["groups"],
-        "ds/all_correct_frac": st["all_correct"] / st["groups"],
-        "ds/all_wrong_frac": st["all_wrong"] / st["groups"],
-        "ds/gen_rounds": st["rounds"],
-        "ds/kept_groups": st["kept_groups"],
-        "ds/completions_per_kept_group": generated / max(st["kept_groups"], 1),
-        "reward/timeouts": st["timeout"],
-        "reward/errors": st["error"] + st["nonfinite"],
-        "time/generate": st["gen_time"],
-        "time/reward": st["reward_time"],
-        "throughput/gen_tokens_per_s": st["gen_tokens"] / max(st["gen_time"], 1e-9),
-        "ds/gen_tokens": st["gen_tokens"],
-        **st["picker"],
+        "len/truncated_frac": float(st.truncated.mean()),
+        "ds/zero_var_frac": equal / groups,  # of what dynamic sampling compares
+        "ds/equal_acc_frac": st.equal_acc / groups,
+        "ds/equal_score_frac": st.equal_score / groups,
+        "ds/sampled_groups": groups,
+        "ds/all_correct_frac": st.all_correct / groups,
+        "ds/all_wrong_frac": st.all_wrong / groups,
+        "ds/gen_rounds": st.rounds,
+        "ds/kept_groups": st.kept_groups,
+        "ds/completions_per_kept_group": generated / max(st.kept_groups, 1),
+        "reward/timeouts": st.timeout,
+        "reward/errors": st.error + st.nonfinite,
+        "time/generate": st.gen_time,
+        "time/reward": st.reward_time,
+        "throughput/gen_tokens_per_s": st.gen_tokens / max(st.gen_time, 1e-9),
+        "ds/gen_tokens": st.gen_tokens,
+        **st.picker,
     }
     return out
 
