@@ -115,6 +115,31 @@ def test_zero_variance_share(right, wrong, advice):
     assert "algo.dynamic_sampling" in msg and advice in msg
 
 
+def test_zero_variance_says_what_it_saw_and_suggests_the_score_for_partial_credit():
+    # partial credit: all 8 groups had equal acc (every score > 0), 1 had equal scores
+    changes = {
+        "ds/zero_var_frac": lambda s: 1.0,
+        "ds/equal_acc_frac": lambda s: 1.0,
+        "ds/equal_score_frac": lambda s: 0.125,
+        "ds/sampled_groups": lambda s: 8,
+        "ds/all_correct_frac": lambda s: 1.0,
+        "ds/all_wrong_frac": lambda s: 0.0,
+    }
+    (msg,) = last(stream(3, **changes))
+    assert "8 of 8 sampled groups had equal acc" in msg
+    assert "only 1 of 8 had equal verifier scores" in msg
+    assert "algo.filter_metric=score" in msg and "harder prompts" not in msg
+    # scores equal too: the usual advice, naming what was equal
+    changes["ds/equal_score_frac"] = lambda s: 1.0
+    (msg,) = last(stream(3, **changes))
+    assert "8 of 8 sampled groups had equal acc" in msg and "use harder prompts" in msg
+    assert "filter_metric" not in msg
+    # filtering on the score: the share is the equal-score one
+    changes["ds/zero_var_frac"] = changes["ds/equal_score_frac"] = lambda s: 0.75
+    (msg,) = last(stream(3, **changes))
+    assert "6 of 8 sampled groups had equal score" in msg
+
+
 @pytest.mark.parametrize("bad", ["nan", "inf", float("nan"), float("-inf")])
 def test_non_finite_loss_or_grad(bad):
     (msg,) = last(stream(3, **{"loss/policy": lambda s: bad}))

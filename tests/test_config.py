@@ -209,6 +209,9 @@ RULES = [
     ({"algo.norm_len": 0}, "algo.norm_len"),
     ({"algo.adv_eps": -1e-6}, "algo.adv_eps"),
     ({"algo.max_gen_rounds": 0}, "algo.max_gen_rounds"),
+    ({"algo.filter_metric": "reward"}, "algo.filter_metric"),  # never the shaped reward
+    ({"algo.filter_metric": "score", "algo.predictive_skip": True}, "algo.filter_metric"),
+    ({"algo.filter_metric": "score", "algo.retire_after": 2}, "algo.filter_metric"),
     ({"algo.overlong_buffer": 64}, "algo.overlong_buffer"),  # == max_new_tokens 64
     ({"algo.overlong_buffer": 65}, "algo.overlong_buffer"),
     ({"algo.overlong_buffer": 0}, "algo.overlong_buffer"),
@@ -220,6 +223,10 @@ RULES = [
     ({"rollout.group_size": 1}, "rollout.group_size"),  # dynamic sampling on
     (
         {"rollout.group_size": 1, "algo.dynamic_sampling": False},  # std scaling still on
+        "rollout.group_size",
+    ),
+    (  # Dr. GRPO's switches: r - mean is 0 for a group of one, so it is refused too
+        {"rollout.group_size": 1, "algo.dynamic_sampling": False, "algo.scale_adv": False},
         "rollout.group_size",
     ),
     (
@@ -348,14 +355,34 @@ def test_yaml_spellings_of_infinity_are_refused(tmp_path, text):
         build(overrides=dict([parse_override(f"train.lr={text}")]))
 
 
+def test_allowed_names_come_from_the_modules_that_own_them():
+    from dapo_rl.algo.filtering import FILTER_METRICS
+    from dapo_rl.algo.losses import AGGREGATION_MODES, KL_KINDS
+    from dapo_rl.data.templates import TEMPLATES
+
+    for key, names in [
+        ("algo.loss_agg", AGGREGATION_MODES),
+        ("algo.kl_kind", KL_KINDS),
+        ("algo.filter_metric", FILTER_METRICS),
+        ("data.template", TEMPLATES),
+    ]:
+        for name in names:
+            build(overrides={key: name})
+        with pytest.raises(DapoError, match=re.escape(f"{key} must be")) as e:
+            build(overrides={key: "nonesuch"})
+        assert all(name in str(e.value) for name in names)
+
+
 @pytest.mark.parametrize(
     "overrides",
     [
         {"algo.eps_low": 0.0, "algo.eps_high": 0.0},  # both bounds are inclusive at 0
         {"algo.dual_clip": 1.5},
+        {"algo.filter_metric": "score"},
+        {"algo.tis_cap": 2.0, "model.dtype": "bfloat16"},  # bf16 recomputes old log-probs
         {"algo.overlong_buffer": 63},  # 0 < 63 < 64
         {"algo.overlong_shaping": False, "algo.overlong_buffer": 999},  # unchecked when off
-        {"rollout.group_size": 1, "algo.dynamic_sampling": False, "algo.scale_adv": False},
+        {"rollout.group_size": 2, "algo.dynamic_sampling": False, "algo.scale_adv": False},
         {"rollout.top_p": 1.0, "rollout.temperature": 0.0},
         {"data.min_value": 3, "data.max_value": 3, "data.ops": "+-*"},
         {"train.steps": 0, "eval.every": 0, "run.checkpoint_every": 0},

@@ -240,7 +240,7 @@ def _collect_state():
     from dapo_rl.data.files import Example
     from dapo_rl.data.stream import PromptStream
     from dapo_rl.rewards import Verdict
-    from dapo_rl.train.sampler import Sampler, SamplerSettings
+    from dapo_rl.train.picker import PickerSettings, PromptPicker
 
     problems = ["mixed 0", "easy", "hard", "hard", "mixed 1", "easy", "mixed 2", "mixed 3"]
     tok = SimpleNamespace(
@@ -266,7 +266,7 @@ def _collect_state():
         engine=_ScriptedEngine(),
         verifier=lambda text, ref: Verdict(1.0 if text == "right" else -1.0, text == "right"),
         generator=torch.Generator().manual_seed(0),
-        sampler=Sampler(SamplerSettings.from_config(cfg), seed=0),
+        picker=PromptPicker(PickerSettings.from_config(cfg), seed=0),
     )
 
 
@@ -283,7 +283,7 @@ def _fsdp_checkpoint_round_trip(base, run_dir: Path) -> dict:
         tok = SimpleNamespace(save_pretrained=lambda path: None)
         stream = SimpleNamespace(state_dict=lambda: {}, load_state_dict=lambda _: None)
         from dapo_rl.config import build
-        from dapo_rl.train.sampler import Sampler, SamplerSettings
+        from dapo_rl.train.picker import PickerSettings, PromptPicker
 
         cfg = build(overrides={"model.name": "tiny-random"})
         return SimpleNamespace(
@@ -294,7 +294,7 @@ def _fsdp_checkpoint_round_trip(base, run_dir: Path) -> dict:
             stream=stream,
             generator=torch.Generator(),
             step=1,
-            sampler=Sampler(SamplerSettings.from_config(cfg), seed=0),
+            picker=PromptPicker(PickerSettings.from_config(cfg), seed=0),
             skipped_in_a_row=0,
             cfg=cfg,
         )
@@ -354,14 +354,14 @@ def _worker(inp: str, out_dir: str) -> None:
     state = _collect_state()
     for key in ("collect", "next_step"):  # the second step starts with the carried group
         col = collect(state)
-        sampler = state.sampler.state_dict()
+        picker = state.picker.state_dict()
         result[key] = {
             "rows": len(col.batch),
             "acc": col.acc,
             "position": state.stream.position,
-            "stats": {k: v for k, v in col.stats.items() if "time" not in k},
-            "sampler": {k: v for k, v in sampler.items() if k != "carried"},
-            "carried_groups": sampler["carried"][2],
+            "stats": {k: v for k, v in vars(col.stats).items() if "time" not in k},
+            "picker": {k: v for k, v in picker.items() if k != "carried"},
+            "carried_groups": picker["carried"][2],
         }
     torch.save(result, Path(out_dir) / f"rank{rank}.pt")
     torch.distributed.destroy_process_group()
@@ -527,26 +527,26 @@ def test_two_ranks_collect_consistently_and_split_the_kept_groups(two_ranks):
     assert a["stats"]["kept_groups"] == want
 
 
-def test_two_ranks_carry_the_same_surplus_and_keep_the_same_sampler_state(two_ranks):
+def test_two_ranks_carry_the_same_surplus_and_keep_the_same_picker_state(two_ranks):
     _, ranks = two_ranks
     a, b = (r["collect"] for r in ranks)
     # rounds ask for 4, 2 and 2 prompts (rounded up to the world) and keep 1 + 1 + 2
     # groups: one more than the 3 wanted, which both ranks carry
     assert a["carried_groups"] == b["carried_groups"] == 1
-    assert a["sampler"] == b["sampler"]
+    assert a["picker"] == b["picker"]
     # every sampled group is in the history, whichever rank sampled it
-    assert len(a["sampler"]["history"]) == 6  # mixed 0-3, easy, hard
-    assert a["sampler"]["history"]["hard"] == (2, [0.0, 0.0], 0, 2)
+    assert len(a["picker"]["history"]) == 6  # mixed 0-3, easy, hard
+    assert a["picker"]["history"]["hard"] == (2, [0.0, 0.0], 0, 2)
     a, b = (r["next_step"] for r in ranks)
     # the next step needs 2 new groups: rounds of 2 prompts keep 1, 0, 1
-    assert a["stats"]["sampler"]["ds/carried_groups"] == 1
+    assert a["stats"]["picker"]["ds/carried_groups"] == 1
     assert a["stats"]["groups"] == 6 and a["stats"]["kept_groups"] == 3
     assert a["rows"] + b["rows"] == 3 * 2
     for key, value in a["stats"].items():
         other = b["stats"][key]
         same = torch.equal(value, other) if torch.is_tensor(value) else value == other
         assert same, key
-    assert a["sampler"] == b["sampler"] and a["carried_groups"] == b["carried_groups"] == 0
+    assert a["picker"] == b["picker"] and a["carried_groups"] == b["carried_groups"] == 0
 
 
 if __name__ == "__main__":  # a rank of the two-process run (see the ``two_ranks`` fixture)

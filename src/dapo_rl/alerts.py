@@ -113,20 +113,43 @@ def _truncation(history: list[dict], record: dict, t: AlertThresholds) -> str | 
     )
 
 
+def _seen_in(record: dict, frac: float) -> str:
+    """A share of the sampled groups as "n of N" when the record counts them, else "x%"."""
+    n = _value(record, "ds/sampled_groups")
+    if n is None or not n > 0:
+        return f"{frac:.0%}"
+    return f"{round(frac * n):.0f} of {n:.0f}"
+
+
 def _zero_variance(history: list[dict], record: dict, t: AlertThresholds) -> str | None:
     zv = _value(record, "ds/zero_var_frac")
     if zv is None or not zv > t.zero_var_frac_max:
         return None
     right = _value(record, "ds/all_correct_frac")
     wrong = _value(record, "ds/all_wrong_frac")
+    eq_acc = _value(record, "ds/equal_acc_frac")
+    eq_score = _value(record, "ds/equal_score_frac")
+    # the filter's value: score when the zero-variance share is the equal-score share only
+    metric = "score" if eq_score == zv and eq_acc is not None and eq_acc != zv else "acc"
     split, data = "", "make the data harder or easier"
     if right is not None and wrong is not None:
         split = f"; {right:.0%} all-correct, {wrong:.0%} all-wrong"
         data = "use harder prompts" if right >= wrong else "use easier prompts"
+    seen = f"{_seen_in(record, zv)} sampled groups had equal {metric}"
+    if metric == "acc" and eq_score is not None and eq_score < zv:
+        # DAPO 3.2 on partial credit: every score > 0 counts as correct, so groups whose
+        # rewards differ look all-correct and are dropped
+        return (
+            f"zero-variance groups: {seen} (> {t.zero_var_frac_max:.0%}{split}), but only "
+            f"{_seen_in(record, eq_score)} had equal verifier scores: rewards vary within "
+            "groups that dynamic sampling drops; for partial-credit rewards try "
+            "algo.filter_metric=score"
+        )
     return (
         f"zero-variance groups are {zv:.0%} of sampled groups (> {t.zero_var_frac_max:.0%}"
-        f"{split}): equal rewards give zero advantage and no gradient; algo.dynamic_sampling "
-        f"replaces them at a generation cost (capped by algo.max_gen_rounds), or {data} (data.*)"
+        f"{split}; {seen}): equal {metric} gives zero advantage and no gradient; "
+        "algo.dynamic_sampling replaces them at a generation cost (capped by "
+        f"algo.max_gen_rounds), or {data} (data.*)"
     )
 
 

@@ -129,6 +129,11 @@ class AlgoConfig:
     scale_adv: bool = _f(True, "divide advantages by the group std (off in Dr. GRPO)")
     adv_eps: float = _f(1e-6, "added to the group std")
     dynamic_sampling: bool = _f(True, "drop groups whose accuracy is all-equal and refill (DAPO)")
+    filter_metric: str = _f(
+        "acc",
+        "what dynamic sampling compares within a group: acc (raw correctness) or score (the "
+        "verifier's reward before overlong shaping, for partial-credit rewards)",
+    )
     max_gen_rounds: int = _f(
         4, "cap on generation rounds per step; at the cap the step trains on what it has"
     )
@@ -202,7 +207,9 @@ class TrainConfig:
         False, "activation checkpointing of every decoder layer (recomputed in the backward pass)"
     )
     recompute_old_logprobs: bool = _f(
-        False, "recompute old log-probs with a forward pass instead of the sampler's own"
+        False,
+        "recompute old log-probs with a forward pass instead of the sampler's own (always "
+        "done with model.dtype=bfloat16, whose sampler log-probs differ from a training forward)",
     )
     fsdp: bool = _f(
         False,
@@ -482,18 +489,29 @@ def _check_finite(cfg: Config) -> None:
 def validate(cfg: Config) -> None:
     """Every range check, each failing with one line naming the key."""
     _check_finite(cfg)
+    # the allowed names come from the modules that own them (imported here: they need
+    # torch, which importing the config alone does not)
+    from dapo_rl.algo.filtering import FILTER_METRICS
+    from dapo_rl.algo.losses import AGGREGATION_MODES, KL_KINDS
+
     a, r, t, d = cfg.algo, cfg.rollout, cfg.train, cfg.data
     checks = [
         (a.eps_low >= 0 and a.eps_low < 1, "algo.eps_low must be in [0, 1)"),
         (a.eps_high >= 0, "algo.eps_high must be >= 0"),
         (a.dual_clip is None or a.dual_clip > 1, "algo.dual_clip must be > 1 (or null)"),
-        (
-            a.loss_agg in ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"),
-            "algo.loss_agg must be token_mean, seq_mean_token_mean or seq_mean_token_sum_norm",
-        ),
+        (a.loss_agg in AGGREGATION_MODES, f"algo.loss_agg must be {_one_of(AGGREGATION_MODES)}"),
         (a.norm_len is None or a.norm_len > 0, "algo.norm_len must be > 0"),
         (a.adv_eps >= 0, "algo.adv_eps must be >= 0"),
         (a.max_gen_rounds >= 1, "algo.max_gen_rounds must be >= 1"),
+        (
+            a.filter_metric in FILTER_METRICS,
+            f"algo.filter_metric must be {_one_of(FILTER_METRICS)}",
+        ),
+        (
+            a.filter_metric == "acc" or not (a.predictive_skip or a.retire_after),
+            "algo.filter_metric=score does not combine with algo.predictive_skip or "
+            "algo.retire_after (they predict from raw accuracy)",
+        ),
         (0 <= a.skip_target_zero_var <= 1, "algo.skip_target_zero_var must be in [0, 1]"),
         (0 < a.skip_explore_min <= 1, "algo.skip_explore_min must be in (0, 1]"),
         (
@@ -508,12 +526,12 @@ def validate(cfg: Config) -> None:
         ),
         (a.overlong_penalty >= 0, "algo.overlong_penalty must be >= 0"),
         (a.kl_coef >= 0, "algo.kl_coef must be >= 0"),
-        (a.kl_kind in ("k1", "k2", "k3"), "algo.kl_kind must be k1, k2 or k3"),
+        (a.kl_kind in KL_KINDS, f"algo.kl_kind must be {_one_of(KL_KINDS)}"),
         (
-            r.group_size >= 2 or not (a.dynamic_sampling or a.scale_adv),
-            "rollout.group_size must be >= 2 with dynamic sampling or std-scaled advantages",
+            r.group_size >= 2,
+            "rollout.group_size must be >= 2: a completion's advantage is relative to its "
+            "group, so a group of one has advantage 0 in every mode and nothing is learned",
         ),
-        (r.group_size >= 1, "rollout.group_size must be >= 1"),
         (r.prompts_per_step >= 1, "rollout.prompts_per_step must be >= 1"),
         (r.max_new_tokens >= 1, "rollout.max_new_tokens must be >= 1"),
         (r.temperature >= 0, "rollout.temperature must be >= 0"),
@@ -559,14 +577,11 @@ def validate(cfg: Config) -> None:
         (not t.cpu_offload or t.fsdp, "train.cpu_offload needs train.fsdp=true"),
         (a.tis_cap is None or a.tis_cap >= 1, "algo.tis_cap must be >= 1 (or null)"),
         (
-            a.tis_cap is None or t.recompute_old_logprobs,
+            a.tis_cap is None or recomputes_old_logprobs(cfg),
             "algo.tis_cap needs train.recompute_old_logprobs=true (else every weight is 1)",
         ),
         (d.task in ("arithmetic", "file"), "data.task must be arithmetic or file"),
-        (
-            d.template in (AUTO, *TEMPLATES),
-            f"data.template must be one of {', '.join((AUTO, *TEMPLATES))}",
-        ),
+        (d.template in (AUTO, *TEMPLATES), f"data.template must be {_one_of((AUTO, *TEMPLATES))}"),
         (d.task != "file" or bool(d.path), "data.task=file needs data.path"),
         (1 <= d.min_value <= d.max_value, "data.min_value must be >= 1 and <= data.max_value"),
         (d.num_terms >= 2, "data.num_terms must be >= 2"),
@@ -601,6 +616,23 @@ def validate(cfg: Config) -> None:
     for ok, message in checks:
         if not ok:
             raise DapoError(message)
+
+
+def recomputes_old_logprobs(cfg: Config) -> bool:
+    """Whether the update's old log-probs come from a training forward, not the sampler.
+
+    Asked for, or implied by bfloat16: the sampler decodes one token at a time from a KV
+    cache, the update runs whole sequences; in bfloat16 the two differ by up to 0.25 in
+    log-prob on SmolLM2 (issue 12; float32: 1e-4), so the sampler's values would put the ratio
+    off 1 before any update. A recomputed forward is the update's own, bit for bit.
+    """
+    return cfg.train.recompute_old_logprobs or cfg.model.dtype == "bfloat16"
+
+
+def _one_of(names) -> str:
+    """("a", "b", "c") -> "a, b or c"."""
+    names = list(names)
+    return ", ".join(names[:-1]) + " or " + names[-1] if len(names) > 1 else names[0]
 
 
 def sinks(cfg: Config) -> list[str]:

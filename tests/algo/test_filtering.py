@@ -19,6 +19,16 @@ def test_bool_accuracies_group_of_three():
     assert keep_groups(acc, 3).tolist() == [False, True]
 
 
+def test_partial_credit_hand_computed_with_each_metric():
+    # a partial-credit verifier: scores 0.5, 1.0 | 0.2, 0.2 | -1, 1.0; acc = score > 0
+    score = torch.tensor([0.5, 1.0, 0.2, 0.2, -1.0, 1.0])
+    acc = score > 0  # [T, T | T, T | F, T]
+    # acc: the first two groups look all correct and are dropped, only the last is kept
+    assert keep_groups(acc, 2).tolist() == [False, False, True]
+    # score: 0.5 != 1.0 kept, 0.2 == 0.2 dropped, -1 != 1 kept
+    assert keep_groups(score, 2).tolist() == [True, False, True]
+
+
 def test_group_size_one_drops_everything():
     assert keep_groups(torch.tensor([0.0, 1.0]), 1).tolist() == [False, False]
 

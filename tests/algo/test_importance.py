@@ -42,6 +42,16 @@ def test_weight_never_exceeds_the_cap_even_for_huge_ratios():
     assert truncated_is_weight(train, sampler, cap=5.0).tolist() == [[5.0, 1.0]]
 
 
+def test_log_ratio_is_clamped_before_exp_hand_computed():
+    # without a finite cap the weight is the ratio itself: a log-ratio of 100 gives e^100 = inf
+    # in float32 unclamped, and e^20 = 4.85e8 clamped at 20; -100 gives e^-20
+    train, sampler = torch.tensor([[100.0, -100.0]]), torch.zeros(1, 2)
+    w = truncated_is_weight(train, sampler, cap=math.inf)
+    assert torch.allclose(w, torch.tensor([[math.exp(20), math.exp(-20)]]))
+    # the mismatch k3 is clamped like every k3 value: e^20 - 21 -> 10
+    assert sampler_mismatch(train, sampler)["kl"].tolist() == [[10.0, 10.0]]
+
+
 def test_bad_arguments_are_refused():
     x = torch.zeros(2, 3)
     with pytest.raises(ValueError):

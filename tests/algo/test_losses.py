@@ -5,7 +5,14 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dapo_rl.algo import aggregate, clipped_surrogate, kl_estimate, token_entropy
+from dapo_rl.algo import (
+    aggregate,
+    clipped_surrogate,
+    kl_estimate,
+    loss_denominators,
+    policy_ratio,
+    token_entropy,
+)
 
 MODES = ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm")
 
@@ -68,6 +75,32 @@ def test_dual_clip_inactive_below_cap():
     _, loss, info = _surrogate([[1.5]], [-1.0], dual_clip=3.0)
     assert torch.allclose(loss, torch.tensor([[1.5]], dtype=torch.float64))
     assert not info["dual_clipped"].any()
+
+
+def test_log_ratio_is_clamped_before_exp_hand_computed():
+    # log-ratio 30 with A = -1: unclamped the loss is e^30 = 1.07e13; clamped at 20 it is
+    # max(e^20, clip(e^20) = 1.28) = e^20 = 4.85e8, with zero gradient through the clamp.
+    # log-ratio 100 in float32: e^100 = inf unclamped (loss inf, gradient NaN); e^20 here.
+    # log-ratio -100 with A = +1: ratio e^-20, loss max(-e^-20, -0.8) = -e^-20.
+    logp = torch.tensor([[30.0, 100.0, -100.0]], requires_grad=True)
+    adv = torch.tensor([[-1.0, -1.0, 1.0]])
+    loss, info = clipped_surrogate(logp, torch.zeros(1, 3), adv)
+    e20 = math.exp(20)
+    assert torch.allclose(loss, torch.tensor([[e20, e20, -math.exp(-20)]]), rtol=1e-6)
+    loss.sum().backward()
+    assert torch.equal(logp.grad, torch.zeros(1, 3))
+    assert info["clipped_low"].tolist() == [[False, False, False]]
+    # dual-clip with the DAPO scripts' c = 10 caps the two A = -1 tokens at 10
+    capped, info = clipped_surrogate(logp.detach(), torch.zeros(1, 3), adv, dual_clip=10.0)
+    assert torch.allclose(capped, torch.tensor([[10.0, 10.0, -math.exp(-20)]]))
+    assert info["dual_clipped"].tolist() == [[True, True, False]]
+
+
+def test_policy_ratio_hand_computed():
+    # exp(0) = 1, exp(log 2) = 2, exp(25) -> exp(20), exp(-25) -> exp(-20)
+    x = torch.tensor([0.0, math.log(2), 25.0, -25.0], dtype=torch.float64)
+    expected = [1.0, 2.0, math.exp(20), math.exp(-20)]
+    assert torch.allclose(policy_ratio(x), torch.tensor(expected, dtype=torch.float64))
 
 
 def test_clipped_tokens_have_zero_gradient():
@@ -163,6 +196,29 @@ def test_global_zero_count_gives_zero(mode):
     assert out.item() == 0.0
 
 
+def test_loss_denominators_hand_computed():
+    # rows: 2 loss tokens, none, 1: 3 tokens; sequences with a token: 2; all sequences: 3
+    mask = torch.tensor([[1, 1, 0], [0, 0, 0], [1, 0, 0]])
+    assert loss_denominators(mask, "token_mean").tolist() == [3.0, 3.0]
+    assert loss_denominators(mask, "seq_mean_token_mean").tolist() == [3.0, 2.0]
+    assert loss_denominators(mask, "seq_mean_token_sum_norm").tolist() == [3.0, 3.0]
+    with pytest.raises(ValueError, match="token_mean"):
+        loss_denominators(mask, "seq_mean")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_aggregate_defaults_are_the_loss_denominators(mode):
+    # aggregate without counts divides by this batch's own loss_denominators
+    g = torch.Generator().manual_seed(0)
+    loss = torch.randn(4, 5, generator=g, dtype=torch.float64)
+    mask = torch.rand(4, 5, generator=g) > 0.5
+    mask[1] = False
+    tokens, seqs = loss_denominators(mask, mode).tolist()
+    own = aggregate(loss, mask, mode, norm_len=5)
+    given = aggregate(loss, mask, mode, norm_len=5, num_tokens=tokens, num_seqs=seqs)
+    assert torch.equal(own, given)
+
+
 def test_unknown_mode_names_valid_modes():
     with pytest.raises(ValueError, match="token_mean"):
         aggregate(LOSS, MASK, "sum")
@@ -251,13 +307,30 @@ def test_k3_and_k2_nonnegative(logps, data):
 @settings(max_examples=40, deadline=None)
 @given(st.integers(0, 10_000))
 def test_k1_and_k3_unbiased_for_kl_pi_ref(seed):
-    # exact expectation over a categorical pi: sum_i pi_i k(log pi_i, log ref_i) = KL(pi || ref)
+    # exact expectation over a categorical pi: sum_i pi_i k(log pi_i, log ref_i) = KL(pi || ref).
+    # Nearby policies (logits 0.3 * N(0, 1)): k3 stays below its clamp of 10 (ref/pi < 12.5),
+    # where it is unbiased; the clamp trades that for a bounded penalty far off
     g = torch.Generator().manual_seed(seed)
-    logp = torch.log_softmax(torch.randn(7, generator=g, dtype=torch.float64), -1)
-    ref = torch.log_softmax(torch.randn(7, generator=g, dtype=torch.float64), -1)
+    logp = torch.log_softmax(0.3 * torch.randn(7, generator=g, dtype=torch.float64), -1)
+    ref = torch.log_softmax(0.3 * torch.randn(7, generator=g, dtype=torch.float64), -1)
     kl = (logp.exp() * (logp - ref)).sum()
+    assert (kl_estimate(logp, ref, "k3") < 10).all()
     for kind in ("k1", "k3"):
         assert torch.isclose((logp.exp() * kl_estimate(logp, ref, kind)).sum(), kl)
+
+
+def test_k3_is_clamped_as_the_reference_hand_computed():
+    # d = ref - logp. d = 2: e^2 - 2 - 1 = 4.389056 (inside); d = 3: e^3 - 4 = 16.09 -> 10;
+    # d = 30: e^30 - 31 = 1.07e13 -> 10; d = -30: e^-30 + 29 -> 10 (d is first clamped to
+    # -20: e^-20 + 19 = 19.000000002 -> 10); d = 100 in float32: e^100 = inf -> 10
+    logp = torch.zeros(5)
+    ref = torch.tensor([2.0, 3.0, 30.0, -30.0, 100.0])
+    k3 = kl_estimate(logp, ref, "k3")
+    assert torch.allclose(k3, torch.tensor([math.exp(2) - 3, 10.0, 10.0, 10.0, 10.0]))
+    logp.requires_grad_()
+    kl_estimate(logp, ref, "k3").sum().backward()
+    # d(e^d - d - 1)/dlogp = -(e^d - 1) = -6.389056 inside; 0 where clamped
+    assert torch.allclose(logp.grad, torch.tensor([-(math.exp(2) - 1), 0.0, 0.0, 0.0, 0.0]))
 
 
 def test_kl_unknown_kind():

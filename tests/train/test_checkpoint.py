@@ -87,7 +87,7 @@ def test_manifest_lists_every_file_with_size_and_sha256(done_run):
     assert checkpoint.problem(ckpt) is None
 
 
-def test_trainer_state_holds_every_rng_and_the_sampler_state(done_run):
+def test_trainer_state_holds_every_rng_and_the_picker_state(done_run):
     t = checkpoint._load_trainer_state(_ckpt(done_run, 3) / "trainer.pt")  # weights_only
     expected = {
         "step",
@@ -99,13 +99,27 @@ def test_trainer_state_holds_every_rng_and_the_sampler_state(done_run):
         "numpy_rng",
         "stream",
         "pass_rate",
-        "sampler",
+        "picker",
         "skipped_in_a_row",
     }
     assert expected <= set(t)
     assert t["step"] == 3 and t["stream"]["position"] > 0
     assert 0 < t["pass_rate"] <= 1
-    assert t["sampler"]["steps"] == 3 and t["sampler"]["history"]  # every sampled prompt
+    assert t["picker"]["steps"] == 3 and t["picker"]["history"]  # every sampled prompt
+
+
+def test_a_checkpoint_that_names_the_picker_state_sampler_still_resumes(run_copy):
+    # written before the prompt picker's rename: its state under the key "sampler"
+    ckpt = _ckpt(run_copy, 3)
+    t = torch.load(ckpt / "trainer.pt", weights_only=False)
+    t["sampler"] = t.pop("picker")
+    torch.save(t, ckpt / "trainer.pt")
+    (ckpt / checkpoint.MANIFEST).unlink()
+    checkpoint._write_manifest(ckpt, 3, checkpoint.config_hash(tiny_cfg(run_copy)))
+    step, logged, state = _load(run_copy)
+    assert step == 3 and logged == []
+    restored = state.picker.state_dict()
+    assert restored["steps"] == 3 and restored["history"] == t["sampler"]["history"]
 
 
 def test_restore_sets_python_numpy_and_torch_rngs(tmp_path):

@@ -29,7 +29,7 @@ from dapo_rl.metrics import read_metrics
 from dapo_rl.models import load_model
 from dapo_rl.train import checkpoint, loop
 from dapo_rl.train.loop import train
-from dapo_rl.train.sampler import Sampler, SamplerSettings
+from dapo_rl.train.picker import PickerSettings, PromptPicker
 from dapo_rl.train.signals import Interrupted
 from dapo_rl.train.step import collect
 
@@ -379,17 +379,17 @@ def test_refill_across_epochs_keeps_the_groups_of_earlier_rounds():
         engine=_ParityEngine(),
         verifier=lambda text, ref: Verdict(1.0 if text == "right" else -1.0, text == "right"),
         generator=None,
-        sampler=Sampler(SamplerSettings.from_config(cfg), seed=0),
+        picker=PromptPicker(PickerSettings.from_config(cfg), seed=0),
     )
     col = collect(state)
     assert state.stream.epoch >= 1  # the 3-row set ran out during the refill
-    assert col.stats["rounds"] > 1
+    assert col.stats.rounds > 1
     assert len(col.batch) == 5 * 4  # every accepted group is in the batch
     assert col.acc.view(5, 4).tolist() == [[1, 0, 1, 0]] * 5
     handed_out = state.engine.prompts
     assert len(handed_out) == state.stream.position
     # exactly five informative prompts were ever handed out: none was lost and refetched
-    assert sum("mixed" in p for p in handed_out) == col.stats["kept_groups"] == 5
+    assert sum("mixed" in p for p in handed_out) == col.stats.kept_groups == 5
 
 
 # --- bad run directories ------------------------------------------------------------------

@@ -13,8 +13,8 @@ from dapo_rl.data.files import Example
 from dapo_rl.data.stream import PromptStream
 from dapo_rl.rewards import Verdict
 from dapo_rl.rollout import Rollout
-from dapo_rl.train.sampler import Sampler, SamplerSettings
-from dapo_rl.train.step import collect
+from dapo_rl.train.picker import PickerSettings, PromptPicker
+from dapo_rl.train.step import CollectStats, collect
 
 G = 4
 
@@ -84,7 +84,7 @@ def _state(problems, **overrides):
         engine=ScriptedEngine(),
         verifier=verifier,
         generator=None,
-        sampler=Sampler(SamplerSettings.from_config(cfg), seed=0),
+        picker=PromptPicker(PickerSettings.from_config(cfg), seed=0),
     )
 
 
@@ -94,14 +94,12 @@ def test_dynamic_sampling_drops_zero_variance_groups_and_refills_only_what_is_mi
     # round 1: easy (dropped), mixed a (kept); round 2 asks for 1: hard (dropped);
     # round 3 asks for 1: mixed b (kept)
     assert st.engine.calls == [2, 1, 1]
-    assert col.stats["rounds"] == 3
+    assert isinstance(col.stats, CollectStats) and col.stats.rounds == 3
     assert len(col.batch) == 2 * G
     assert col.acc.view(2, G).tolist() == [[1, 0, 1, 0], [1, 0, 1, 0]]
-    assert (
-        col.stats["all_correct"] == 1 and col.stats["all_wrong"] == 1 and col.stats["groups"] == 4
-    )
+    assert col.stats.all_correct == 1 and col.stats.all_wrong == 1 and col.stats.groups == 4
     # the policy's own accuracy is measured on everything generated: 2 + 0 + 2 + 4 of 16
-    assert float(col.stats["acc"].mean()) == pytest.approx(8 / 16)
+    assert float(col.stats.accs.mean()) == pytest.approx(8 / 16)
 
 
 def test_round_cap_trains_on_what_it_has_and_warns():
@@ -120,7 +118,7 @@ def test_no_informative_group_gives_no_batch():
     with warnings.catch_warnings(record=True):
         warnings.simplefilter("always")
         col = collect(st)
-    assert col.batch is None and col.stats["rounds"] == 2
+    assert col.batch is None and col.stats.rounds == 2
 
 
 def test_without_dynamic_sampling_every_group_is_kept_in_one_round():
@@ -150,17 +148,17 @@ def test_all_wrong_groups_with_different_lengths_are_still_dropped():
 
 def test_oversampling_requests_missing_over_pass_rate_and_records_the_new_rate():
     st = _state(["mixed a", "hard", "mixed b", "hard", "mixed c", "hard"])
-    st.sampler.pass_rate = 0.5  # last step kept half its groups: ask for 2 / 0.5 = 4 prompts
+    st.picker.pass_rate = 0.5  # last step kept half its groups: ask for 2 / 0.5 = 4 prompts
     col = collect(st)
     assert st.engine.calls == [4]
     assert len(col.batch) == 2 * G  # two of the four groups were informative
-    assert st.sampler.pass_rate == 0.5
+    assert st.picker.pass_rate == 0.5
     st = _state(["hard"] * 3 + ["mixed"], **{"rollout.batch_size": 12})
-    st.sampler.pass_rate = 0.01  # capped: at most batch_size / G = 3 prompts a round
+    st.picker.pass_rate = 0.01  # capped: at most batch_size / G = 3 prompts a round
     collect(st)
     assert st.engine.calls[0] == 3
     st = _state(["mixed a", "hard"], **{"algo.oversample": False})
-    st.sampler.pass_rate = 0.5
+    st.picker.pass_rate = 0.5
     collect(st)
     assert st.engine.calls[0] == 2
 
@@ -168,20 +166,20 @@ def test_oversampling_requests_missing_over_pass_rate_and_records_the_new_rate()
 def test_surplus_groups_are_carried_and_trained_first_by_the_next_step():
     problems = ["mixed a", "mixed b", "long mixed c", "mixed d", "mixed e"]
     st = _state(problems, **{"algo.carry_over": True})
-    st.sampler.pass_rate = 0.5  # ask for 2 / 0.5 = 4 prompts: all 4 informative
+    st.picker.pass_rate = 0.5  # ask for 2 / 0.5 = 4 prompts: all 4 informative
     first = collect(st)
-    assert len(first.batch) == 2 * G and first.stats["sampler"]["ds/carried_groups"] == 0
+    assert len(first.batch) == 2 * G and first.stats.picker["ds/carried_groups"] == 0
     # two surplus groups; at most prompts_per_step - 1 = 1 is carried: 'long mixed c'
     second = collect(st)
     assert st.engine.calls == [4, 1]  # one group missing, pass rate now 4/4: one prompt
-    assert second.stats["sampler"]["ds/carried_groups"] == 1
-    assert second.stats["kept_groups"] == 2 and second.stats["groups"] == 1
+    assert second.stats.picker["ds/carried_groups"] == 1
+    assert second.stats.kept_groups == 2 and second.stats.groups == 1
     # the carried group comes first, with its own rewards (truncated rows penalised)
     assert second.batch.truncated.view(2, G).tolist() == [[False, True, False, True], [False] * G]
     assert second.rewards.view(2, G)[0].tolist() == [1.0, -2.0, 1.0, -2.0]
-    assert st.sampler.pass_rate == 1.0  # of the groups generated this step, carried ones aside
+    assert st.picker.pass_rate == 1.0  # of the groups generated this step, carried ones aside
     st = _state(problems, **{"algo.carry_over": False})
-    st.sampler.pass_rate = 0.5
+    st.picker.pass_rate = 0.5
     collect(st), collect(st)
     assert st.engine.calls == [4, 2]  # the surplus was dropped
 
@@ -196,10 +194,52 @@ def test_predictive_skip_passes_over_a_prompt_that_gave_a_zero_variance_group():
     collect(st)  # easy (dropped), mixed a; then mixed b
     second = collect(st)
     assert st.engine.calls == [2, 1, 2]  # easy passed over: mixed a, mixed b
-    m = second.stats["sampler"]
+    m = second.stats.picker
     assert m["ds/skipped_prompts"] == 1 and m["ds/seen_before_frac"] == 1.0
     # both sampled prompts had one half-right group of 4: Beta(3, 3);
     # P(4 right) = 3/6 * 4/7 * 5/8 * 6/9, P(4 wrong) the same
     assert m["ds/predicted_zero_var_frac"] == pytest.approx(2 * 360 / 3024)
-    assert st.sampler.history["easy"].easy_run == 1
-    assert st.sampler.history["mixed a"].seen == 2
+    assert st.picker.history["easy"].easy_run == 1
+    assert st.picker.history["mixed a"].seen == 2
+
+
+def partial_credit(text, ref):
+    """A float reward in (0, 1]: acc = score > 0 is True for every completion."""
+    return 1.0 if text == "right" else 0.25
+
+
+def test_partial_credit_groups_are_kept_when_filtering_on_the_score():
+    # every completion scores > 0, so every group is all-"correct" by acc and dynamic
+    # sampling on acc drops them all, round after round; on the score the mixed ones stay
+    st = _state(["mixed a", "easy", "mixed b"], **{"algo.max_gen_rounds": 2})
+    st.verifier = partial_credit
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        col = collect(st)
+    assert col.batch is None and col.stats.rounds == 2
+    st = _state(["mixed a", "easy", "mixed b"], **{"algo.filter_metric": "score"})
+    st.verifier = partial_credit
+    col = collect(st)
+    assert st.engine.calls == [2, 1]  # mixed a kept, easy (all 1.0) dropped, then mixed b
+    assert col.rewards.view(2, G).tolist() == [[1.0, 0.25, 1.0, 0.25]] * 2
+    assert col.acc.bool().all()
+
+
+def test_zero_variance_metrics_count_equal_acc_and_equal_score_groups():
+    from dapo_rl.train.step import _rollout_metrics
+
+    # round 1: mixed a (scores vary, acc all True), easy (scores and acc equal)
+    st = _state(["mixed a", "easy", "mixed b"], **{"algo.max_gen_rounds": 1})
+    st.verifier = partial_credit
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        m = _rollout_metrics(collect(st), st.cfg)
+    assert m["ds/sampled_groups"] == 2
+    assert m["ds/equal_acc_frac"] == 1.0 and m["ds/equal_score_frac"] == 0.5
+    assert m["ds/zero_var_frac"] == 1.0  # the filter's metric: acc
+    # on the score: mixed a, easy (dropped), then mixed a again: 1 of 3 groups equal
+    st = _state(["mixed a", "easy"], **{"algo.filter_metric": "score"})
+    st.verifier = partial_credit
+    m = _rollout_metrics(collect(st), st.cfg)
+    assert m["ds/sampled_groups"] == 3 and m["ds/equal_acc_frac"] == 1.0
+    assert m["ds/zero_var_frac"] == pytest.approx(1 / 3)

@@ -12,7 +12,7 @@ Off-Policy RL Training" (2025), and IMPALA's truncated weights (arXiv 1802.01561
 import torch
 from torch import Tensor
 
-from dapo_rl.algo.losses import kl_estimate
+from dapo_rl.algo.losses import kl_estimate, policy_ratio
 
 
 def truncated_is_weight(train_logp: Tensor, sampler_logp: Tensor, *, cap: float) -> Tensor:
@@ -28,8 +28,8 @@ def truncated_is_weight(train_logp: Tensor, sampler_logp: Tensor, *, cap: float)
             f"sampler_logp shape {tuple(sampler_logp.shape)} != train_logp "
             f"{tuple(train_logp.shape)}"
         )
-    ratio = torch.exp(train_logp.detach() - sampler_logp.detach())  # (B, T)
-    return ratio.clamp(max=cap)
+    # the log-ratio is clamped before exp, like the surrogate's (`losses.policy_ratio`)
+    return policy_ratio(train_logp.detach() - sampler_logp.detach()).clamp(max=cap)  # (B, T)
 
 
 def sampler_mismatch(
@@ -38,7 +38,8 @@ def sampler_mismatch(
     """Per-token measures of the sampler/trainer mismatch, shapes (B, T), no reduction.
 
     - ``kl``: k3 estimate of KL(pi_sampler || pi_trainer) from the sampled tokens,
-      exp(d) - d - 1 with d = train_logp - sampler_logp (>= 0, 0 when they agree);
+      exp(d) - d - 1 with d = train_logp - sampler_logp (>= 0, 0 when they agree; clamped
+      to at most 10 like every k3 value, ``losses.kl_estimate``);
     - ``out_of_range`` (only with ``cap``): whether the ratio exp(d) lies outside
       [1 / cap, cap].
     """

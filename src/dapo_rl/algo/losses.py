@@ -10,7 +10,11 @@ Owns `clipped_surrogate`, `aggregate`, `kl_estimate` and `token_entropy`. Conven
   them over the whole optimizer mini-batch (all micro-batches, all ranks), so summing
   the micro-batch losses gives the mini-batch mean exactly;
 - a zero count gives a zero loss that stays connected to the graph, never NaN;
-- `old_logp`, `ref_logp` and `adv` are constants: callers pass detached tensors.
+- `old_logp`, `ref_logp` and `adv` are constants: callers pass detached tensors;
+- every log-ratio is clamped to [-20, 20] before `exp` (`policy_ratio`), and the k3 KL to
+  [0, 10], as the verl reference does (`compute_policy_loss`, `kl_penalty`): one token whose
+  log-prob moved by 30 would otherwise give a loss of 1e13 (100: inf, then NaN). A clamped
+  token has zero gradient through the clamp; the clip already gives it none when it matters.
 """
 
 import torch
@@ -18,6 +22,17 @@ from torch import Tensor
 
 AGGREGATION_MODES = ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm")
 KL_KINDS = ("k1", "k2", "k3")
+LOG_RATIO_MAX = 20.0  # |log pi / pi_old| clamp before exp (verl compute_policy_loss)
+K3_MAX = 10.0  # k3 KL clamp (verl kl_penalty, low_var_kl)
+
+
+def policy_ratio(log_ratio: Tensor) -> Tensor:
+    """exp(log_ratio) with the log-ratio clamped to [-LOG_RATIO_MAX, LOG_RATIO_MAX], any shape.
+
+    exp(20) = 4.85e8 is finite in every float dtype the trainer uses, so one token that moved
+    far cannot make the loss inf or NaN.
+    """
+    return torch.exp(log_ratio.clamp(-LOG_RATIO_MAX, LOG_RATIO_MAX))
 
 
 def clipped_surrogate(
@@ -54,16 +69,16 @@ def clipped_surrogate(
     elif adv.shape != logp.shape:
         raise ValueError(f"adv must be (B,) or (B, T) = {tuple(logp.shape)}, got {adv.shape}")
 
-    ratio = torch.exp(logp - old_logp)  # (B, T)
+    r = policy_ratio(logp - old_logp)  # (B, T)
     # DAPO 3.1 clip-higher: decoupled bounds, eps_high > eps_low leaves room for
     # low-probability tokens to grow
-    clipped_ratio = ratio.clamp(1.0 - eps_low, 1.0 + eps_high)  # (B, T)
-    loss = torch.maximum(-adv * ratio, -adv * clipped_ratio)  # (B, T)
+    clipped_ratio = r.clamp(1.0 - eps_low, 1.0 + eps_high)  # (B, T)
+    loss = torch.maximum(-adv * r, -adv * clipped_ratio)  # (B, T)
 
-    neg = (adv < 0).expand_as(ratio)  # (B, T)
+    neg = (adv < 0).expand_as(r)  # (B, T)
     info = {
-        "clipped_high": (adv > 0) & (ratio > 1.0 + eps_high),
-        "clipped_low": neg & (ratio < 1.0 - eps_low),
+        "clipped_high": (adv > 0) & (r > 1.0 + eps_high),
+        "clipped_low": neg & (r < 1.0 - eps_low),
         "dual_clipped": torch.zeros_like(neg),
     }
     if dual_clip is not None:
@@ -73,6 +88,23 @@ def clipped_surrogate(
         info["dual_clipped"] = neg & (loss > cap)
         loss = torch.where(info["dual_clipped"], cap, loss)
     return loss, info
+
+
+def loss_denominators(mask: Tensor, mode: str) -> Tensor:
+    """The counts that turn `aggregate`'s sums into means: (num_tokens, num_seqs), float64.
+
+    mask: (B, T) loss mask of a whole optimizer mini-batch (one rank's share of it: the
+    caller sums the counts over ranks). num_tokens counts the loss tokens (DAPO 3.3: every
+    token of the mini-batch weighs the same); num_seqs counts the sequences with at least
+    one loss token for "seq_mean_token_mean", and every sequence (B) otherwise.
+    """
+    if mask.dim() != 2:
+        raise ValueError(f"mask must be (B, T), got shape {tuple(mask.shape)}")
+    if mode not in AGGREGATION_MODES:
+        raise ValueError(f"unknown aggregation mode {mode!r}; valid: {AGGREGATION_MODES}")
+    keep = mask.bool()
+    seqs = keep.any(dim=-1).sum() if mode == "seq_mean_token_mean" else mask.shape[0]
+    return torch.tensor([float(keep.sum()), float(seqs)], dtype=torch.float64)
 
 
 def _denominator(value: float | Tensor | None, default: Tensor, like: Tensor, name: str) -> Tensor:
@@ -113,27 +145,24 @@ def aggregate(
     keep = mask.bool()  # (B, T)
     masked = torch.where(keep, loss_tok, 0.0)  # (B, T) masked positions cannot leak
     seq_tokens = keep.sum(dim=-1)  # (B,)
+    own_tokens, own_seqs = loss_denominators(keep, mode)  # defaults: this batch's counts
 
     match mode:
         case "token_mean":
             # DAPO 3.3 token-level policy gradient loss
-            denom = _denominator(num_tokens, seq_tokens.sum(), loss_tok, "num_tokens")
+            denom = _denominator(num_tokens, own_tokens, loss_tok, "num_tokens")
             return masked.sum() / denom
         case "seq_mean_token_mean":
             per_seq = masked.sum(dim=-1) / seq_tokens.clamp(min=1)  # (B,) empty rows give 0
-            denom = _denominator(num_seqs, (seq_tokens > 0).sum(), loss_tok, "num_seqs")
-            return per_seq.sum() / denom
-        case "seq_mean_token_sum_norm":
+            return per_seq.sum() / _denominator(num_seqs, own_seqs, loss_tok, "num_seqs")
+        case _:  # seq_mean_token_sum_norm (loss_denominators refused any other mode)
             if norm_len is None:
                 raise ValueError("mode 'seq_mean_token_sum_norm' requires norm_len")
             if not isinstance(norm_len, Tensor) and norm_len <= 0:
                 raise ValueError(f"norm_len must be > 0, got {norm_len}")
             # Dr. GRPO: a constant length normaliser removes the per-sequence length bias
             per_seq = masked.sum(dim=-1) / norm_len  # (B,)
-            default = torch.tensor(loss_tok.shape[0])
-            return per_seq.sum() / _denominator(num_seqs, default, loss_tok, "num_seqs")
-        case _:
-            raise ValueError(f"unknown aggregation mode {mode!r}; valid: {AGGREGATION_MODES}")
+            return per_seq.sum() / _denominator(num_seqs, own_seqs, loss_tok, "num_seqs")
 
 
 def kl_estimate(logp: Tensor, ref_logp: Tensor, kind: str) -> Tensor:
@@ -142,7 +171,8 @@ def kl_estimate(logp: Tensor, ref_logp: Tensor, kind: str) -> Tensor:
     logp, ref_logp: same shape, e.g. (B, T). Kinds (Schulman, "Approximating KL
     Divergence", 2020), with d = ref_logp - logp:
     "k1": -d (unbiased, can be negative); "k2": d^2 / 2; "k3": exp(d) - d - 1
-    (unbiased and >= 0; the GRPO choice, arXiv 2402.03300 eq. 4).
+    (unbiased and >= 0; the GRPO choice, arXiv 2402.03300 eq. 4), computed with d clamped
+    to [-20, 20] and the result clamped to [0, K3_MAX = 10], as verl's low_var_kl.
     """
     if logp.shape != ref_logp.shape:
         raise ValueError(f"ref_logp shape {tuple(ref_logp.shape)} != logp {tuple(logp.shape)}")
@@ -153,8 +183,10 @@ def kl_estimate(logp: Tensor, ref_logp: Tensor, kind: str) -> Tensor:
         case "k2":
             return 0.5 * d.square()
         case "k3":
-            # expm1(d) - d is >= 0 in floating point too, and accurate for small d
-            return torch.expm1(d) - d
+            # expm1(d) - d is >= 0 in floating point too, and accurate for small d; the
+            # clamps bound one far-off token's penalty (and its gradient) as the reference does
+            d = d.clamp(-LOG_RATIO_MAX, LOG_RATIO_MAX)
+            return (torch.expm1(d) - d).clamp(max=K3_MAX)
         case _:
             raise ValueError(f"unknown KL estimator {kind!r}; valid: {KL_KINDS}")
 

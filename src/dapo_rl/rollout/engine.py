@@ -5,8 +5,9 @@ returns exactly what the trainer needs and nothing more: token ids, the completi
 (the EOS token is part of the completion), the per-token log-probability of each sampled
 token under the temperature-scaled policy (before top-p truncation, the distribution the
 trainer's ratio refers to), lengths, and whether each completion was truncated (no EOS
-within ``max_new_tokens``). Prompts are left-padded; positions come from the attention
-mask, so padding never shifts a sequence. The loop stops as soon as every sequence ended.
+within ``max_new_tokens``; every id in the generation config's EOS list counts). Prompts
+are left-padded; positions come from the attention mask, so padding never shifts a
+sequence. The loop stops as soon as every sequence ended.
 Sampling draws from an explicit ``torch.Generator``, so a seeded run repeats exactly; on a
 GPU the noise comes from a GPU generator seeded from it once per batch. The engine runs on
 the model's device and returns its ``Rollout`` on the CPU.
@@ -106,6 +107,15 @@ def _common_prefix_len(rows: list[list[int]]) -> int:
     return n
 
 
+def eos_ids(model, tokenizer) -> list[int]:
+    """Every token id that ends a completion: the tokenizer's EOS and each id the model's
+    generation config lists (an int or a list: chat models often end a turn with one token
+    and a document with another, e.g. Llama 3's ``<|eot_id|>`` and ``<|end_of_text|>``)."""
+    listed = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    listed = list(listed) if isinstance(listed, list | tuple) else [listed]
+    return list(dict.fromkeys(int(i) for i in [tokenizer.eos_token_id, *listed] if i is not None))
+
+
 class HFEngine:
     """Samples completions from a transformers causal LM, in batches."""
 
@@ -115,6 +125,7 @@ class HFEngine:
         self.batch_size = batch_size
         self.autocast_dtype = autocast_dtype
         self.eos_id = tokenizer.eos_token_id
+        self.eos_ids = torch.tensor(eos_ids(model, tokenizer), dtype=torch.long)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_id
         # FSDP: every forward gathers weights from all ranks, so the ranks decode in lockstep
         self.lockstep = dist.model_is_sharded(model)
@@ -244,7 +255,7 @@ class HFEngine:
         rows = torch.arange(batch, device=dev)  # original row of each row in the batch
         done = torch.zeros(batch, dtype=torch.bool, device=dev)  # (A,) of the rows in it
         tokens_out, logp_out, mask_out = [], [], []
-        tok = None
+        tok, eos = None, self.eos_ids.to(dev)
         for _ in range(max_new_tokens):
             if tok is not None:
                 logits = self._forward(
@@ -260,7 +271,7 @@ class HFEngine:
             tokens_out.append(_scatter(tok, rows, batch, self.pad_id))
             logp_out.append(_scatter(lp.masked_fill(done, 0.0), rows, batch, 0.0))
             mask_out.append(_scatter(~done, rows, batch, False))
-            done = done | (tok == self.eos_id)
+            done = done | torch.isin(tok, eos)  # any of the model's EOS ids ends a row
             n_done = int(done.sum())  # one device sync per token
             if self._finished(n_done == len(done)):
                 break

@@ -4,8 +4,8 @@
 - ``model/``: ``save_pretrained`` weights and tokenizer;
 - ``trainer.pt``: optimizer, scheduler, every RNG (the sampling generator, torch's global
   and CUDA RNGs, Python's ``random``, NumPy's), the stream position, the dynamic-sampling
-  pass-through rate, the sampler's state (carried groups, prompt history, explore rates and
-  its RNG: ``train/sampler.py``), the run of skipped optimizer steps, the step;
+  pass-through rate, the prompt picker's state (carried groups, prompt history, explore rates
+  and its RNG: ``train/picker.py``), the run of skipped optimizer steps, the step;
 - ``manifest.json``, written last: the step, the config hash and each other file's size
   and sha256.
 
@@ -249,8 +249,8 @@ def _trainer_state(state, sharded: bool) -> dict:
         "generator": state.generator.get_state(),
         **_rng_states(),
         "stream": state.stream.state_dict(),
-        "pass_rate": state.sampler.pass_rate,
-        "sampler": state.sampler.state_dict(),
+        "pass_rate": state.picker.pass_rate,
+        "picker": state.picker.state_dict(),
         "skipped_in_a_row": state.skipped_in_a_row,
     }
 
@@ -323,9 +323,10 @@ def _restore(path: Path, state) -> None:
     state.generator.set_state(t["generator"])
     _set_rng_states(t)
     state.stream.load_state_dict(t["stream"])
-    state.sampler.pass_rate = float(t["pass_rate"])
-    if "sampler" in t:  # written since carry-over and prompt history exist
-        state.sampler.load_state_dict(t["sampler"])
+    state.picker.pass_rate = float(t["pass_rate"])
+    picker = t.get("picker", t.get("sampler"))  # "sampler": written before the rename
+    if picker is not None:  # written since carry-over and prompt history exist
+        state.picker.load_state_dict(picker)
     state.skipped_in_a_row = int(t["skipped_in_a_row"])
     state.step = int(t["step"])
 

@@ -51,7 +51,7 @@ from dapo_rl.rewards import check_columns, get_verifier
 from dapo_rl.rollout import HFEngine, make_engine
 from dapo_rl.samples import SamplesLog
 from dapo_rl.train import checkpoint, rundir, schedule
-from dapo_rl.train.sampler import Sampler, SamplerSettings
+from dapo_rl.train.picker import PickerSettings, PromptPicker
 from dapo_rl.train.signals import StopSignals
 from dapo_rl.train.step import train_step
 from dapo_rl.train.update import UpdateSettings
@@ -72,7 +72,7 @@ class TrainState:
     verifier: Any
     generator: torch.Generator
     update_settings: UpdateSettings
-    sampler: Sampler  # pass rate, carried groups, prompt history, predictive skip
+    picker: PromptPicker  # pass rate, carried groups, prompt history, predictive skip
     step: int = 0
     skipped_in_a_row: int = 0  # optimizer steps skipped for non-finite gradients, in a row
     samples: list | None = None  # the step's sample completions; [] asks for them
@@ -147,7 +147,7 @@ def build_state(cfg: Config) -> TrainState:
         verifier,
         torch.Generator().manual_seed(cfg.run.seed),
         settings,
-        Sampler(SamplerSettings.from_config(cfg), seed=cfg.run.seed),
+        PromptPicker(PickerSettings.from_config(cfg), seed=cfg.run.seed),
     )
 
 

@@ -4,7 +4,7 @@
 rewards for length (DAPO 3.4), and - with dynamic sampling (DAPO 3.2) - drop groups whose
 raw accuracy is all-equal and refill from the stream until ``prompts_per_step`` informative
 groups are in hand or the round cap is reached (then it trains on what it has and warns).
-What it remembers between steps lives in ``train/sampler.py``: groups carried over from the
+What it remembers between steps lives in ``train/picker.py``: groups carried over from the
 last step are used first, and prompts predicted to give a zero-variance group may be
 passed over before sampling (``algo.carry_over``, ``algo.predictive_skip``).
 ``train_step`` adds steps 6-8: group advantages, old log-probs, and the clipped update.
@@ -13,8 +13,8 @@ Data parallel (``dapo_rl.dist``): every rank reads the same prompts from the str
 position is the same everywhere) and samples its own contiguous share, in whole groups. The
 refill loop counts kept groups over all ranks, so every rank stops in the same round; the
 kept groups are then pooled and dealt out again in equal contiguous shares, and the
-rollout statistics are gathered once per step. The sampler is fed the pooled outcomes and
-the pooled surplus, so its state (and the prompts it passes over) is the same on every rank.
+rollout statistics are gathered once per step. The prompt picker is fed the pooled outcomes
+and the pooled surplus, so its state (and the prompts it passes over) is the same on every rank.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -35,6 +35,31 @@ from dapo_rl.samples import SAMPLES_PER_STEP, sample_records
 from dapo_rl.train.update import batched_logprobs, policy_update
 
 
+@dataclass(frozen=True)
+class CollectStats:
+    """What one step's sampling saw and cost, over every rank (counts summed, times maxed)."""
+
+    rounds: int  # generation rounds (the refill loop's iterations)
+    groups: int  # groups sampled, kept or not
+    all_correct: int  # groups whose completions were all correct (acc)
+    all_wrong: int  # groups whose completions were all wrong (acc)
+    equal_acc: int  # groups of equal acc (= all_correct + all_wrong)
+    equal_score: int  # groups of equal verifier score (before overlong shaping)
+    kept_groups: int  # groups trained on (carried ones included)
+    gen_tokens: int  # completion tokens generated
+    gen_time: float  # seconds in generation
+    reward_time: float  # seconds in verification and shaping
+    timeout: int  # verifier calls that timed out
+    error: int  # verifier calls that raised
+    nonfinite: int  # verifier calls that returned a non-finite score
+    rewards: torch.Tensor  # (M,) shaped reward of every completion generated
+    scores: torch.Tensor  # (M,) verifier score before shaping
+    accs: torch.Tensor  # (M,) raw correctness
+    lengths: torch.Tensor  # (M,) completion lengths, float
+    truncated: torch.Tensor  # (M,) 1.0 where the completion has no EOS
+    picker: dict[str, float]  # the prompt picker's ds/ metrics (pooled: not reduced again)
+
+
 @dataclass
 class Collected:
     """Kept groups (contiguous, G rows each) and what it cost to find them."""
@@ -42,12 +67,17 @@ class Collected:
     batch: Rollout | None
     rewards: torch.Tensor  # (N,) shaped rewards of kept completions
     acc: torch.Tensor  # (N,) raw correctness of kept completions
-    stats: dict[str, float] = field(default_factory=dict)
+    stats: CollectStats
 
 
 def _zero_var_split(acc: torch.Tensor, group_size: int) -> tuple[int, int]:
     groups = acc.view(-1, group_size).bool()
     return int(groups.all(1).sum()), int((~groups).all(1).sum())
+
+
+def _equal_groups(values: torch.Tensor, group_size: int) -> int:
+    """Groups whose ``values`` are all equal (what dynamic sampling would drop)."""
+    return int((~keep_groups(values, group_size)).sum())
 
 
 def _request(missing: int, state) -> int:
@@ -60,7 +90,7 @@ def _request(missing: int, state) -> int:
     if not (cfg.algo.dynamic_sampling and cfg.algo.oversample):
         return missing
     cap = max(missing, cfg.rollout.batch_size // cfg.rollout.group_size)
-    return min(cap, math.ceil(missing / max(state.sampler.pass_rate, 0.1)))
+    return min(cap, math.ceil(missing / max(state.picker.pass_rate, 0.1)))
 
 
 def _share(batch: Rollout | None, rewards, accs, group_size: int):
@@ -84,7 +114,7 @@ def _sample_round(state, examples: list, st: dict, seen: dict):
     """Steps 2-4 for one round: G completions per prompt, verified, shaped for length.
 
     Adds the round's costs and statistics to ``st`` and ``seen``; returns
-    (rollout, shaped rewards (N,), raw accuracy (N,)).
+    (rollout, shaped rewards (N,), raw accuracy (N,), verifier score before shaping (N,)).
     """
     cfg, a, G = state.cfg, state.cfg.algo, state.cfg.rollout.group_size
     prompts = [build_prompt(state.tokenizer, ex, cfg.data.template) for ex in examples]
@@ -107,7 +137,7 @@ def _sample_round(state, examples: list, st: dict, seen: dict):
         state.verifier, texts, refs, timeout=cfg.rewards.timeout
     )  # 3. verify
     for k, v in faults.items():
-        st[k] = st.get(k, 0) + v
+        st[k] += v
     score = torch.tensor([v.score for v in verdicts], dtype=torch.float32)
     acc = torch.tensor([v.acc for v in verdicts], dtype=torch.float32)
     reward = score.clone()
@@ -128,11 +158,13 @@ def _sample_round(state, examples: list, st: dict, seen: dict):
     c, w = _zero_var_split(acc, G)
     st["all_correct"] += c
     st["all_wrong"] += w
+    st["equal_acc"] += _equal_groups(acc, G)
+    st["equal_score"] += _equal_groups(score, G)
     for key, val in zip(
         seen, (reward, score, acc, ro.lengths.float(), ro.truncated.float()), strict=True
     ):
         seen[key].append(val)
-    return ro, reward, acc
+    return ro, reward, acc, score
 
 
 def _assemble(kept: list, rows: int, extra: int, pad_id: int):
@@ -155,27 +187,29 @@ def _assemble(kept: list, rows: int, extra: int, pad_id: int):
 
 def collect(state) -> Collected:
     """Steps 1-5: sample, score, shape, filter and refill; carried groups come first."""
-    cfg, G, sampler = state.cfg, state.cfg.rollout.group_size, state.sampler
+    cfg, G, picker = state.cfg, state.cfg.rollout.group_size, state.picker
     want, a = cfg.rollout.prompts_per_step, cfg.algo
-    carried, n_carried = sampler.begin_step()  # kept beyond the last step's need
+    carried, n_carried = picker.begin_step()  # kept beyond the last step's need
     kept: list[tuple[Rollout, torch.Tensor, torch.Tensor]] = []
     outcomes: list[tuple[str, float]] = []  # (problem, group mean accuracy) of this rank
-    seen = {"reward": [], "score": [], "acc": [], "len": [], "trunc": []}
+    seen = {"rewards": [], "scores": [], "accs": [], "lengths": [], "truncated": []}
     st = dict.fromkeys(("rounds", "groups", "all_correct", "all_wrong", "gen_tokens"), 0)
+    st |= {"equal_acc": 0, "equal_score": 0}
     st |= {"gen_time": 0.0, "reward_time": 0.0, "timeout": 0, "error": 0, "nonfinite": 0}
     n_kept = n_carried
     while n_kept < want and st["rounds"] < (a.max_gen_rounds if a.dynamic_sampling else 1):
         st["rounds"] += 1
         # 1. prompts, minus those predicted uninformative: every rank reads the same request
         # and samples its own share of it
-        request = sampler.draw(state.stream, dist.round_up(_request(want - n_kept, state)))
+        request = picker.draw(state.stream, dist.round_up(_request(want - n_kept, state)))
         examples = dist.shard(request)
-        ro, reward, acc = _sample_round(state, examples, st, seen)  # 2-4
+        ro, reward, acc, score = _sample_round(state, examples, st, seen)  # 2-4
         group_acc = acc.view(-1, G).mean(1).tolist()
         outcomes += zip([ex.problem for ex in examples], group_acc, strict=True)
-        # 5. DAPO 3.2 dynamic sampling: keep groups whose raw accuracy varies
+        # 5. DAPO 3.2 dynamic sampling: keep groups whose raw accuracy (or, for partial
+        # credit, whose verifier score before shaping) varies
         keep = (
-            keep_groups(acc, G)
+            keep_groups(score if a.filter_metric == "score" else acc, G)
             if a.dynamic_sampling
             else torch.ones(len(examples), dtype=torch.bool)
         )
@@ -191,18 +225,22 @@ def collect(state) -> Collected:
         )
     # carried groups first, then every rank's kept groups in rank order: the same everywhere;
     # informative groups beyond the step's need are carried to the next, up to the cap
-    n_carry = min(max(n_kept - want, 0), sampler.s.carry_cap)
+    n_carry = min(max(n_kept - want, 0), picker.s.carry_cap)
     parts = carried + dist.pool(kept)
     batch, rewards, accs, carry = _assemble(parts, want * G, n_carry * G, state.engine.pad_id)
-    sampler.end_step(dist.pool(outcomes), carry, n_carry)
+    picker.end_step(dist.pool(outcomes), carry, n_carry)
     batch, rewards, accs = _share(batch, rewards, accs, G)
     st.update({k: torch.cat(v) for k, v in seen.items()})
     st = dist.reduce_stats(st, max_keys=("rounds", "gen_time", "reward_time"))
-    st["kept_groups"] = min(n_kept, want)
-    st["sampler"] = sampler.metrics()  # computed from pooled data: not reduced again
     if a.dynamic_sampling:  # pass-through rate seen by the next step's requests
-        sampler.pass_rate = (n_kept - n_carried) / max(st["groups"], 1)
-    return Collected(batch, rewards, accs, st)
+        picker.pass_rate = (n_kept - n_carried) / max(st["groups"], 1)
+    stats = CollectStats(
+        **{k: st.pop(k) for k in ("rewards", "scores", "accs", "lengths", "truncated")},
+        **st,
+        kept_groups=min(n_kept, want),
+        picker=picker.metrics(),  # computed from pooled data: not reduced again
+    )
+    return Collected(batch, rewards, accs, stats)
 
 
 def outcome_metrics(
@@ -232,31 +270,35 @@ def outcome_metrics(
 
 
 def _rollout_metrics(col: Collected, cfg) -> dict[str, float]:
-    st, lens = col.stats, col.stats["len"]
-    generated = len(lens)
+    st, lens = col.stats, col.stats.lengths
+    generated, groups = len(lens), st.groups
+    equal = st.equal_score if cfg.algo.filter_metric == "score" else st.equal_acc
     out = {
-        "reward/mean": float(st["reward"].mean()),
-        "reward/score_mean": float(st["score"].mean()),
-        "acc/mean": float(st["acc"].mean()),
+        "reward/mean": float(st.rewards.mean()),
+        "reward/score_mean": float(st.scores.mean()),
+        "acc/mean": float(st.accs.mean()),
         "len/mean": float(lens.mean()),
         "len/p50": float(lens.quantile(0.5)),
         "len/p90": float(lens.quantile(0.9)),
         "len/max": float(lens.max()),
-        "len/truncated_frac": float(st["trunc"].mean()),
-        "ds/zero_var_frac": (st["all_correct"] + st["all_wrong"]) / st["groups"],
-        "ds/all_correct_frac": st["all_correct"] / st["groups"],
-        "ds/all_wrong_frac": st["all_wrong"] / st["groups"],
-        "ds/gen_rounds": st["rounds"],
-        "ds/kept_groups": st["kept_groups"],
-        "ds/completions_per_kept_group": generated / max(st["kept_groups"], 1),
-        "reward/timeouts": st["timeout"],
-        "reward/errors": st["error"] + st["nonfinite"],
-        "time/generate": st["gen_time"],
-        "time/reward": st["reward_time"],
-        "throughput/gen_tokens_per_s": st["gen_tokens"] / max(st["gen_time"], 1e-9),
-        "ds/gen_tokens": st["gen_tokens"],
-        **st["sampler"],
-        **outcome_metrics(st["reward"], st["acc"], lens, st["trunc"], cfg.rollout.group_size),
+        "len/truncated_frac": float(st.truncated.mean()),
+        "ds/zero_var_frac": equal / groups,  # of what dynamic sampling compares
+        "ds/equal_acc_frac": st.equal_acc / groups,
+        "ds/equal_score_frac": st.equal_score / groups,
+        "ds/sampled_groups": groups,
+        "ds/all_correct_frac": st.all_correct / groups,
+        "ds/all_wrong_frac": st.all_wrong / groups,
+        "ds/gen_rounds": st.rounds,
+        "ds/kept_groups": st.kept_groups,
+        "ds/completions_per_kept_group": generated / max(st.kept_groups, 1),
+        "reward/timeouts": st.timeout,
+        "reward/errors": st.error + st.nonfinite,
+        "time/generate": st.gen_time,
+        "time/reward": st.reward_time,
+        "throughput/gen_tokens_per_s": st.gen_tokens / max(st.gen_time, 1e-9),
+        "ds/gen_tokens": st.gen_tokens,
+        **st.picker,
+        **outcome_metrics(st.rewards, st.accs, st.lengths, st.truncated, cfg.rollout.group_size),
     }
     return out
 
@@ -279,10 +321,10 @@ def train_step(state) -> dict[str, float]:
     loss_mask = truncation_mask(batch.mask, batch.truncated) if a.overlong_filter else batch.mask
     t0 = time.perf_counter()
     us = state.update_settings
-    if cfg.train.recompute_old_logprobs:
+    if us.recompute_old:  # asked for, or bfloat16 (config.recomputes_old_logprobs)
         old_logp = batched_logprobs(state.model, batch, us)
     else:
-        old_logp = batch.logp  # the sampler's log-probs: same weights, same precision
+        old_logp = batch.logp  # the sampler's log-probs: same weights, float32
     ref_logp = batched_logprobs(state.ref_model, batch, us) if state.ref_model is not None else None
     t1 = time.perf_counter()
     upd = policy_update(  # 7-8. clipped surrogate, token-level loss, K optimizer steps

@@ -32,9 +32,11 @@ from dapo_rl.algo import (
     aggregate,
     clipped_surrogate,
     kl_estimate,
+    loss_denominators,
     sampler_mismatch,
     truncated_is_weight,
 )
+from dapo_rl.config import recomputes_old_logprobs
 from dapo_rl.models import AdapterDisabled
 from dapo_rl.rollout import Rollout
 from dapo_rl.train.logprobs import completion_logprobs
@@ -63,6 +65,7 @@ class UpdateSettings:
     tis_cap: float | None = None  # truncated importance-sampling cap C (None: no reweighting)
     logits_chunk: int = 0  # LM-head positions computed at once (0: a micro-batch at once)
     max_tokens: int = 0  # padded tokens a micro-batch may hold (0: rows decide alone)
+    recompute_old: bool = False  # old log-probs from a training forward, not the sampler's
 
     @classmethod
     def from_config(cls, cfg, **overrides) -> UpdateSettings:
@@ -86,6 +89,7 @@ class UpdateSettings:
             tis_cap=a.tis_cap,
             logits_chunk=t.logits_chunk,
             max_tokens=t.max_tokens_per_micro_batch,
+            recompute_old=recomputes_old_logprobs(cfg),
         )
         return cls(**{**values, **overrides})
 
@@ -299,17 +303,48 @@ def policy_update(
     In a data-parallel run ``batch`` is this rank's share of whole groups; the loss is
     normalised by the global counts and the metrics are the global batch's, on every rank.
     """
-    model.train()
+    with _dropout_off(model):
+        return _update(
+            model, optimizer, scheduler, batch, adv, old_logp, loss_mask, ref_logp, s, generator
+        )
+
+
+@contextlib.contextmanager
+def _dropout_off(model):
+    """Eval mode for the update's forward passes, restored after: dropout off (as TRL does).
+
+    The PPO ratio compares this forward with the old log-probs (the sampler's, or a
+    recomputed no-dropout forward); dropout would make it a random number even at unchanged
+    weights. Layers that checkpoint activations keep their training flag, because
+    transformers recomputes a layer only in training mode; a Llama-family decoder layer
+    holds no dropout of its own (its attention and MLP submodules do, and they stay off).
+    """
+    was = model.training
+    model.eval()
+    for m in model.modules():
+        if getattr(m, "gradient_checkpointing", False) is True:
+            m.training = True
+    try:
+        yield
+    finally:
+        model.train(was)
+
+
+def _update(model, optimizer, scheduler, batch, adv, old_logp, loss_mask, ref_logp, s, generator):
+    """The body of ``policy_update``, in the mode ``_dropout_off`` sets."""
     params = [p for p in model.parameters() if p.requires_grad]
     sums: dict[str, float] = defaultdict(float)
     minis = _minibatches(len(batch) // s.group_size, s, generator)
-    grad_norm_sum, skipped = 0.0, 0
+    grad_norm_sum, skipped, empty = 0.0, 0, 0
     for mini in minis:
-        m = loss_mask[mini]
-        seqs = (m.sum(1) > 0).sum() if s.loss_agg == "seq_mean_token_mean" else len(mini)
         # DAPO 3.3 token-level loss: the denominators count the whole optimizer
         # mini-batch, over every micro-batch and every rank
-        counts = dist.all_reduce(torch.tensor([float(m.sum()), float(seqs)], dtype=torch.float64))
+        counts = dist.all_reduce(loss_denominators(loss_mask[mini], s.loss_agg))
+        if counts[0] == 0:
+            # no loss token on any rank (e.g. every row truncated and filtered): no step, as
+            # AdamW would still move the weights through its momentum and weight decay
+            empty += 1
+            continue
         optimizer.zero_grad(set_to_none=True)
         for micro, weight in _lockstep(s.micro_batches(mini, batch), len(batch), s, model):
             _micro_step(
@@ -336,7 +371,7 @@ def policy_update(
         optimizer.zero_grad(set_to_none=True)
     total = dist.all_reduce(torch.tensor([sums[k] for k in _SUMMED], dtype=torch.float64))
     t = dict(zip(_SUMMED, total.tolist(), strict=True))
-    k, lt = max(len(minis), 1), max(t["loss_tokens"], 1.0)
+    k, lt = max(len(minis) - empty, 1), max(t["loss_tokens"], 1.0)  # steps that ran
     out = {
         "loss/policy": t["loss"] / k,
         "entropy/mean": t["entropy"] / max(t["tokens"], 1.0),
@@ -346,6 +381,7 @@ def policy_update(
         "clip/high_old_prob": t["clip_high_old_p"] / max(t["clip_high"], 1.0),
         "grad/norm": grad_norm_sum / k,
         "grad/skipped_steps": skipped,
+        "grad/empty_minibatches": empty,
         "lr": scheduler.get_last_lr()[0],
         "mismatch/kl": t["mismatch_kl"] / lt,
         "throughput/train_tokens": t["tokens"],

@@ -1,5 +1,8 @@
 """What dynamic sampling remembers between steps, and which prompts it passes over.
 
+The prompt picker (``PromptPicker``): "sampler" is kept for the rollout engine that samples
+completions, so the two are never confused.
+
 ``train.step.collect`` asks this module which prompts to sample and tells it what came out.
 It owns four pieces of bookkeeping, all plain Python (no torch.distributed: under data
 parallel every rank holds an identical copy, because every rank is fed the same prompt
@@ -27,7 +30,7 @@ stream, the pooled outcomes and the same seeded random draws):
   two rates adapt after every step toward ``algo.skip_target_zero_var``, split equally
   between the kinds: when the share of sampled groups that came out all correct exceeds
   half the target, ``explore_easy`` drops by ``algo.skip_explore_step`` (skip more), else
-  it rises; likewise ``explore_hard``. The draws come from the sampler's own seeded
+  it rises; likewise ``explore_hard``. The draws come from the picker's own seeded
   ``random.Random``, whose state is checkpointed, so resume stays exact.
 - **Retirement** (``algo.retire_after`` n > 0): a prompt all correct in each of its last n
   groups is always passed over, a deterministic choice the user opts into.
@@ -101,8 +104,8 @@ def adapt_explore(rate: float, share: float, target: float, *, step: float, low:
 
 
 @dataclass(frozen=True)
-class SamplerSettings:
-    """What the sampler needs from the config, as plain values."""
+class PickerSettings:
+    """What the prompt picker needs from the config, as plain values."""
 
     group_size: int
     carry_cap: int  # groups carried to the next step at most (0: no carry-over)
@@ -114,7 +117,7 @@ class SamplerSettings:
     retire_after: int  # 0: never retire
 
     @classmethod
-    def from_config(cls, cfg) -> SamplerSettings:
+    def from_config(cls, cfg) -> PickerSettings:
         a, r = cfg.algo, cfg.rollout
         carry = a.carry_over and a.dynamic_sampling  # without the filter there is no surplus
         return cls(
@@ -129,15 +132,16 @@ class SamplerSettings:
         )
 
 
-class Sampler:
+class PromptPicker:
     """Per-run sampling state: pass rate, carried groups, history, explore rates, RNG.
 
     One step is ``begin_step`` (the carried groups), any number of ``draw`` calls (the
     prompts to sample), then ``end_step`` (the outcomes, and the groups to carry).
     """
 
-    def __init__(self, settings: SamplerSettings, *, seed: int):
+    def __init__(self, settings: PickerSettings, *, seed: int):
         self.s = settings
+        # the seed string predates the class's name; kept so seeded runs repeat their draws
         self.rng = random.Random(f"{seed}:sampler")
         self.history: dict[str, PromptRecord] = {}
         self.retired: set[str] = set()

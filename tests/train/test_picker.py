@@ -1,4 +1,4 @@
-"""The sampler's bookkeeping and skip policy, without a model.
+"""The prompt picker's bookkeeping and skip policy, without a model.
 
 Hand-computed pieces (history update, skip probability, predicted zero-variance share,
 explore-rate steps), then a synthetic policy: prompts with known pass rates p, so a group
@@ -15,11 +15,11 @@ import torch
 
 from dapo_rl.config import build
 from dapo_rl.data.files import Example
-from dapo_rl.train.sampler import (
+from dapo_rl.train.picker import (
     SKIP_BUDGET,
+    PickerSettings,
+    PromptPicker,
     PromptRecord,
-    Sampler,
-    SamplerSettings,
     adapt_explore,
     predicted_zero_var,
     record_outcome,
@@ -27,7 +27,7 @@ from dapo_rl.train.sampler import (
 )
 
 
-def _settings(**overrides) -> SamplerSettings:
+def _settings(**overrides) -> PickerSettings:
     values = dict(
         group_size=4,
         carry_cap=3,
@@ -38,7 +38,7 @@ def _settings(**overrides) -> SamplerSettings:
         explore_min=0.05,
         retire_after=0,
     )
-    return SamplerSettings(**{**values, **overrides})
+    return PickerSettings(**{**values, **overrides})
 
 
 class CycleStream:
@@ -105,12 +105,12 @@ def test_explore_rate_moves_down_above_target_and_up_below_clipped():
 
 
 def test_end_step_adapts_each_kind_toward_half_the_target():
-    s = Sampler(_settings(), seed=0)
+    s = PromptPicker(_settings(), seed=0)
     s.begin_step()
     # 2 of 4 groups all correct (0.5 > 0.125): skip easy more; none all wrong: skip hard less
     s.end_step([("a", 1.0), ("b", 1.0), ("c", 0.5), ("d", 0.25)], [], 0)
     assert (s.explore_easy, s.explore_hard) == (pytest.approx(0.45), pytest.approx(0.55))
-    off = Sampler(_settings(predictive_skip=False), seed=0)
+    off = PromptPicker(_settings(predictive_skip=False), seed=0)
     off.begin_step()
     off.end_step([("a", 1.0), ("b", 1.0)], [], 0)
     assert off.explore_easy == off.explore_hard == 0.5  # no skipping, no adaptation
@@ -119,15 +119,15 @@ def test_end_step_adapts_each_kind_toward_half_the_target():
 # --- drawing -------------------------------------------------------------------------
 
 
-def _seen(sampler: Sampler, problem: str, *accs: float) -> None:
+def _seen(picker: PromptPicker, problem: str, *accs: float) -> None:
     rec = PromptRecord()
     for acc in accs:
         rec = record_outcome(rec, acc)
-    sampler.history[problem] = rec
+    picker.history[problem] = rec
 
 
 def test_draw_passes_over_with_the_rule_and_never_skips_an_unknown_prompt():
-    s = Sampler(_settings(), seed=0)
+    s = PromptPicker(_settings(), seed=0)
     s.explore_easy = 0.5
     _seen(s, "easy", 1.0, 1.0)  # skipped with probability 0.75
     s.begin_step()
@@ -147,7 +147,7 @@ def test_draw_passes_over_with_the_rule_and_never_skips_an_unknown_prompt():
 
 
 def test_skipping_is_bounded_then_takes_the_stream_as_it_comes():
-    s = Sampler(_settings(explore_min=1e-9), seed=0)
+    s = PromptPicker(_settings(explore_min=1e-9), seed=0)
     s.explore_easy = s.explore_hard = 1e-9  # every known prompt is skipped (almost) surely
     for p in "abc":
         _seen(s, p, 1.0, 1.0, 1.0)
@@ -159,7 +159,7 @@ def test_skipping_is_bounded_then_takes_the_stream_as_it_comes():
 
 
 def test_retired_prompts_are_passed_over_until_they_fail():
-    s = Sampler(_settings(predictive_skip=False, retire_after=2), seed=0)
+    s = PromptPicker(_settings(predictive_skip=False, retire_after=2), seed=0)
     s.begin_step()
     s.end_step([("solved", 1.0), ("other", 0.5)], [], 0)
     assert s.retired == set()
@@ -174,11 +174,11 @@ def test_retired_prompts_are_passed_over_until_they_fail():
 
 
 def test_state_dict_round_trip_continues_with_the_same_draws():
-    a = Sampler(_settings(), seed=3)
+    a = PromptPicker(_settings(), seed=3)
     a.begin_step()
     a.end_step([("x", 1.0), ("y", 0.0), ("z", 0.5)], ["part"], 1)
     state = a.state_dict()
-    b = Sampler(_settings(), seed=99)
+    b = PromptPicker(_settings(), seed=99)
     b.load_state_dict(state)
     problems = ["x", "y", "z", "w"]
     for s in (a, b):
@@ -189,7 +189,7 @@ def test_state_dict_round_trip_continues_with_the_same_draws():
 
 
 def test_carried_groups_last_one_step_and_are_capped():
-    s = Sampler(_settings(carry_cap=2), seed=0)
+    s = PromptPicker(_settings(carry_cap=2), seed=0)
     s.begin_step()
     s.end_step([], ["two groups"], 2)
     assert s.begin_step() == (["two groups"], 2)  # the next step takes them
@@ -204,14 +204,14 @@ def test_carried_groups_last_one_step_and_are_capped():
 
 
 def test_settings_follow_the_config():
-    assert SamplerSettings.from_config(build()).carry_cap == 0  # off by default
+    assert PickerSettings.from_config(build()).carry_cap == 0  # off by default
     on = {"rollout.prompts_per_step": 4, "algo.carry_over": True}
-    s = SamplerSettings.from_config(build(overrides=on))
+    s = PickerSettings.from_config(build(overrides=on))
     assert s.carry_cap == 3 and not s.predictive_skip and s.retire_after == 0
     off = build(overrides={"algo.carry_over": False})
-    assert SamplerSettings.from_config(off).carry_cap == 0
+    assert PickerSettings.from_config(off).carry_cap == 0
     no_ds = build(overrides={"algo.dynamic_sampling": False})
-    assert SamplerSettings.from_config(no_ds).carry_cap == 0
+    assert PickerSettings.from_config(no_ds).carry_cap == 0
 
 
 # --- a synthetic policy ----------------------------------------------------------------
@@ -220,7 +220,7 @@ G = 4
 CLASSES = {"easy": 0.8, "hard": 0.25, "mixed": 0.5}  # pass rate of each prompt class
 
 
-def _simulate(sampler: Sampler, classes: dict, steps: int, per_step: int, per_class: int = 20):
+def _simulate(picker: PromptPicker, classes: dict, steps: int, per_step: int, per_class: int = 20):
     """Run ``steps`` steps of ``per_step`` prompts with outcomes drawn from the pass rates.
 
     Returns per class (prompts handed out by the stream, prompts passed over) and the
@@ -233,9 +233,9 @@ def _simulate(sampler: Sampler, classes: dict, steps: int, per_step: int, per_cl
     generated = dict.fromkeys(classes, 0)
     zero_var = 0
     for _ in range(steps):
-        sampler.begin_step()
+        picker.begin_step()
         start = len(stream.handed)
-        out = sampler.draw(stream, per_step)
+        out = picker.draw(stream, per_step)
         for problem in stream.handed[start:]:
             handed[problem.split()[0]] += 1
         outcomes = []
@@ -245,7 +245,7 @@ def _simulate(sampler: Sampler, classes: dict, steps: int, per_step: int, per_cl
             right = sum(rng.random() < classes[kind] for _ in range(G))
             zero_var += right in (0, G)
             outcomes.append((ex.problem, right / G))
-        sampler.end_step(outcomes, [], 0)
+        picker.end_step(outcomes, [], 0)
     skipped = {k: handed[k] - generated[k] for k in classes}
     return handed, skipped, zero_var, sum(generated.values())
 
@@ -281,7 +281,7 @@ def _expected_skip_rate(p: float, e_easy: float, e_hard: float, low: float, dept
 def test_synthetic_policy_skip_rates_match_the_rule():
     # fixed explore rates (no adaptation), low enough that easy and hard prompts get skipped
     e_easy, e_hard, low = 0.7, 0.6, 0.05
-    s = Sampler(_settings(explore_step=0.0, explore_min=low), seed=0)
+    s = PromptPicker(_settings(explore_step=0.0, explore_min=low), seed=0)
     s.explore_easy, s.explore_hard = e_easy, e_hard
     handed, skipped, _, _ = _simulate(s, CLASSES, steps=3000, per_step=6)
     expected = {kind: _expected_skip_rate(p, e_easy, e_hard, low) for kind, p in CLASSES.items()}
@@ -296,10 +296,10 @@ def test_synthetic_policy_adaptive_skipping_lowers_the_zero_variance_share():
     # a population where zero-variance groups dominate: (0.9^4 + 0.9^4 + 2 * 0.5^4) / 3
     # = 0.48 of the groups of plain sampling
     classes = {"easy": 0.9, "hard": 0.1, "mixed": 0.5}
-    plain = Sampler(_settings(predictive_skip=False), seed=0)
+    plain = PromptPicker(_settings(predictive_skip=False), seed=0)
     _, skipped, zv_plain, n_plain = _simulate(plain, classes, steps=800, per_step=6)
     assert sum(skipped.values()) == 0
-    adaptive = Sampler(_settings(), seed=0)
+    adaptive = PromptPicker(_settings(), seed=0)
     _, skipped, zv_skip, n_skip = _simulate(adaptive, classes, steps=800, per_step=6)
     assert n_plain == n_skip  # the same number of groups generated either way
     assert zv_plain / n_plain == pytest.approx(0.48, abs=0.03)
