@@ -21,6 +21,7 @@ from torch.distributed import checkpoint as dcp
 from torch.distributed.checkpoint import FileSystemReader
 from torch.distributed.checkpoint.metadata import StorageMeta
 
+from dapo_rl import dist
 from dapo_rl.errors import DapoError
 
 _DCP_NAME = "dcp"
@@ -94,7 +95,7 @@ def _state(model, optimizer) -> dict:
 
 def save(path: Path, model, optimizer) -> None:
     """Write model and optimizer state under ``path`` (collective: every rank calls it)."""
-    dcp.save(_state(model, optimizer), checkpoint_id=str(path))
+    dcp.save(_state(model, optimizer), checkpoint_id=str(path), no_dist=not dist.initialized())
 
 
 def load(path: Path, model, optimizer) -> None:
@@ -103,7 +104,8 @@ def load(path: Path, model, optimizer) -> None:
     from torch.distributed.checkpoint.state_dict import set_state_dict
 
     state = _state(model, optimizer)
-    dcp.load(state, checkpoint_id=str(path), storage_reader=SafeReader(str(path)))
+    reader = SafeReader(str(path))
+    dcp.load(state, checkpoint_id=str(path), storage_reader=reader, no_dist=not dist.initialized())
     set_state_dict(
         model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"]
     )
