@@ -1,7 +1,8 @@
 """Does FSDP2 shard the memory? Peak RSS of one update: one process vs FSDP over gloo ranks.
 
     nice python benchmarks/fsdp_memory.py                 # 24 layers, 2 ranks: ~10 min on 2 cores
-    nice python benchmarks/fsdp_memory.py --layers 12 --out benchmarks/results/fsdp_memory_12layers.json
+    nice python benchmarks/fsdp_memory.py --layers 12 \\
+        --out benchmarks/results/fsdp_memory_12layers.json
     python benchmarks/fsdp_memory.py --layers 4 --out /tmp/m.json   # a quick look
 
 The model is a random Qwen2.5-0.5B-shaped Qwen2 (width 896, 14 heads, 2 KV heads, MLP 4864,

@@ -220,6 +220,7 @@ RULES = [
     ({"algo.kl_kind": "k4"}, "algo.kl_kind"),
     ({"algo.tis_cap": 0.5, "train.recompute_old_logprobs": True}, "algo.tis_cap"),
     ({"algo.tis_cap": 2.0}, "algo.tis_cap"),  # without recomputed old log-probs
+    ({"train.cpu_offload": True}, "train.cpu_offload"),  # without train.fsdp
     ({"rollout.group_size": 1}, "rollout.group_size"),  # dynamic sampling on
     (
         {"rollout.group_size": 1, "algo.dynamic_sampling": False},  # std scaling still on

@@ -13,7 +13,9 @@ data itself DCP reads with ``torch.load(weights_only=True)``.
 
 from __future__ import annotations
 
+import contextlib
 import pickle
+import warnings
 from pathlib import Path
 
 import torch
@@ -21,6 +23,7 @@ from torch.distributed import checkpoint as dcp
 from torch.distributed.checkpoint import FileSystemReader
 from torch.distributed.checkpoint.metadata import StorageMeta
 
+from dapo_rl import dist
 from dapo_rl.errors import DapoError
 
 _DCP_NAME = "dcp"
@@ -85,6 +88,14 @@ class SafeReader(FileSystemReader):
         return metadata
 
 
+@contextlib.contextmanager
+def _one_process_is_intended():
+    """Silence DCP's warning that a world of 1 saves or loads in one process: it does."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        yield
+
+
 def _state(model, optimizer) -> dict:
     from torch.distributed.checkpoint.state_dict import get_state_dict
 
@@ -94,7 +105,8 @@ def _state(model, optimizer) -> dict:
 
 def save(path: Path, model, optimizer) -> None:
     """Write model and optimizer state under ``path`` (collective: every rank calls it)."""
-    dcp.save(_state(model, optimizer), checkpoint_id=str(path))
+    with _one_process_is_intended():
+        dcp.save(_state(model, optimizer), checkpoint_id=str(path), no_dist=not dist.initialized())
 
 
 def load(path: Path, model, optimizer) -> None:
@@ -103,7 +115,11 @@ def load(path: Path, model, optimizer) -> None:
     from torch.distributed.checkpoint.state_dict import set_state_dict
 
     state = _state(model, optimizer)
-    dcp.load(state, checkpoint_id=str(path), storage_reader=SafeReader(str(path)))
+    reader = SafeReader(str(path))
+    with _one_process_is_intended():
+        dcp.load(
+            state, checkpoint_id=str(path), storage_reader=reader, no_dist=not dist.initialized()
+        )
     set_state_dict(
         model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"]
     )
@@ -124,5 +140,6 @@ def model_tensors(path: Path) -> dict[str, tuple[torch.Size, torch.dtype]]:
 def read_tensor(path: Path, name: str, shape: torch.Size, dtype: torch.dtype) -> torch.Tensor:
     """One whole model tensor, assembled from every rank's shards (one process)."""
     out = torch.empty(shape, dtype=dtype)
-    dcp.load({"model": {name: out}}, storage_reader=SafeReader(str(path)), no_dist=True)
+    with _one_process_is_intended():
+        dcp.load({"model": {name: out}}, storage_reader=SafeReader(str(path)), no_dist=True)
     return out
