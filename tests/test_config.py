@@ -200,7 +200,6 @@ def test_section_name_alone_is_not_a_key():
 
 # (overrides, key the message must start with); each row breaks exactly one rule.
 RULES = [
-    ({"train.cpu_offload": True}, "train.cpu_offload"),
     ({"algo.eps_low": -0.1}, "algo.eps_low"),
     ({"algo.eps_low": 1.0}, "algo.eps_low"),
     ({"algo.eps_high": -0.01}, "algo.eps_high"),
