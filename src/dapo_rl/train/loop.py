@@ -41,6 +41,7 @@ from dapo_rl.metrics import ConsoleSink, make_sinks, memory_metrics, read_metric
 from dapo_rl.rewards import get_verifier
 from dapo_rl.rollout import HFEngine, make_engine
 from dapo_rl.train import checkpoint
+from dapo_rl.train.precision import Precision
 from dapo_rl.train.sampler import Sampler, SamplerSettings
 from dapo_rl.train.signals import StopSignals
 from dapo_rl.train.step import train_step
@@ -63,6 +64,7 @@ class TrainState:
     generator: torch.Generator
     update_settings: UpdateSettings
     sampler: Sampler  # pass rate, carried groups, prompt history, predictive skip
+    precision: Precision  # model (fp32 master) and the working copy that computes
     step: int = 0
     skipped_in_a_row: int = 0  # optimizer steps skipped for non-finite gradients, in a row
 
@@ -106,8 +108,11 @@ def build_state(cfg: Config) -> TrainState:
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min(1.0, (s + 1) / (warm + 1))
     )
+    precision = Precision.for_run(cfg, model)  # bf16: a working copy, refreshed per step
+    precision.attach(optimizer)
+    ref_model = precision.reference(ref_model)
     settings = UpdateSettings.from_config(cfg)
-    engine = make_engine(cfg, model, tokenizer, autocast_dtype=settings.autocast_dtype)
+    engine = make_engine(cfg, precision.working, tokenizer, autocast_dtype=settings.autocast_dtype)
     return TrainState(
         cfg,
         model,
@@ -123,6 +128,7 @@ def build_state(cfg: Config) -> TrainState:
         torch.Generator().manual_seed(cfg.run.seed),
         settings,
         Sampler(SamplerSettings.from_config(cfg), seed=cfg.run.seed),
+        precision,
     )
 
 
@@ -316,6 +322,8 @@ def train(cfg: Config) -> Path:
     run_dir = _prepare_dir(cfg) if dist.is_main() else Path(cfg.run.dir)  # rank 0 writes
     metrics_path = run_dir / "metrics.jsonl"
     start = checkpoint.load_latest(run_dir, state, log=_warn) if cfg.resume else 0
+    if start:
+        state.precision.refresh()  # the working copy follows the restored master weights
     state.engine.sync_weights(state.model)  # a separate sampler starts from these weights
     if cfg.resume and dist.is_main():
         _truncate_metrics(metrics_path, start if start else -1)  # no checkpoint: start over

@@ -6,7 +6,10 @@ normalised by the mini-batch's global token count (``token_mean``) or sequence c
 per-sequence modes), so the accumulated gradient equals that of the whole mini-batch at
 once (DAPO 3.3 token-level loss: every completion token of the mini-batch weighs the same).
 Log-softmax is taken only at completion positions: the decoder's hidden states are sliced
-before the LM head, so no prompt-position logits are ever built.
+before the LM head, so no prompt-position logits are ever built. Before a mini-batch (or
+the old-log-prob pass) is cut into micro-batches its rows - whole groups when prompts are
+shared - are ordered longest completion first (``by_length``), so each micro-batch, trimmed
+to its own longest completion, pads less.
 
 Data parallel (``dapo_rl.dist``): each rank holds whole groups of the rollout; the counts
 that normalise the loss are all-reduced over ranks before each mini-batch's micro-batch
@@ -77,7 +80,9 @@ class UpdateSettings:
             max_grad_norm=t.max_grad_norm,
             group_size=r.group_size,
             share_prompt=t.share_prompt,
-            autocast_dtype=torch.bfloat16 if cfg.model.dtype == "bfloat16" else None,
+            # FSDP runs still compute bf16 under autocast; one process uses a bf16 working
+            # copy of the weights instead (train/precision.py)
+            autocast_dtype=torch.bfloat16 if cfg.model.dtype == "bfloat16" and t.fsdp else None,
             tis_cap=a.tis_cap,
         )
         return cls(**{**values, **overrides})
@@ -211,6 +216,7 @@ def batched_logprobs(model, batch: Rollout, s: UpdateSettings) -> torch.Tensor:
         model, context = model.model, model.model.disable_adapter()
     was_training = model.training
     model.eval()
+    order = by_length(torch.arange(len(batch)), batch.lengths, s.prefix_group)
     with context:
         parts = [
             completion_logprobs(
@@ -220,13 +226,11 @@ def batched_logprobs(model, batch: Rollout, s: UpdateSettings) -> torch.Tensor:
                 autocast_dtype=s.autocast_dtype,
                 group_size=s.prefix_group,
             )[0].cpu()[: len(rows) if weight else 0]  # FSDP padding adds no rows
-            for rows, weight in _lockstep(
-                s.micro_batches(torch.arange(len(batch))), len(batch), s, model
-            )
+            for rows, weight in _lockstep(s.micro_batches(order), len(batch), s, model)
         ]
     model.train(was_training)
     dist.reshard(model)  # FSDP: drop the gathered weights
-    return torch.cat(parts)
+    return torch.cat(parts)[order.argsort()]  # back to the rollout's row order
 
 
 # Per-step sums, reduced over ranks once at the end of the update.
@@ -243,6 +247,21 @@ _SUMMED = (
     "mismatch_kl",
     "mismatch_out",
 )
+
+
+def by_length(rows: torch.Tensor, lengths: torch.Tensor, group: int = 1) -> torch.Tensor:
+    """``rows`` reordered longest completion first, so that consecutive micro-batches hold
+    completions of similar length and pad less (each micro-batch is trimmed to its longest).
+
+    ``group > 1``: ``rows`` are whole contiguous groups of ``group`` rows, which move as one,
+    keyed by their longest completion. The order of equal keys is kept (a stable sort).
+    ``lengths`` (B,) are the completion lengths of the whole rollout.
+    """
+    if group > 1:
+        key = lengths[rows].view(-1, group).max(1).values  # (groups,)
+        order = key.argsort(descending=True, stable=True)
+        return rows.view(-1, group)[order].flatten()
+    return rows[lengths[rows].argsort(descending=True, stable=True)]
 
 
 def _minibatches(n_groups: int, s: UpdateSettings, generator) -> list[torch.Tensor]:
@@ -343,9 +362,12 @@ def policy_update(
 
     In a data-parallel run ``batch`` is this rank's share of whole groups; the loss is
     normalised by the global counts and the metrics are the global batch's, on every rank.
+    ``model`` computes; the optimizer steps its own parameters, which with a bf16 working
+    copy (``train/precision.py``) are the float32 masters that its gradients flow into.
     """
     model.train()
-    params = [p for p in model.parameters() if p.requires_grad]
+    # the optimizer's parameters: with a bf16 working copy as ``model``, its float32 masters
+    params = [p for g in optimizer.param_groups for p in g["params"] if p.requires_grad]
     sums: dict[str, float] = defaultdict(float)
     minis = _minibatches(len(batch) // s.group_size, s, generator)
     grad_norm_sum, skipped = 0.0, 0
@@ -356,7 +378,8 @@ def policy_update(
         # mini-batch, over every micro-batch and every rank
         counts = dist.all_reduce(torch.tensor([float(m.sum()), float(seqs)], dtype=torch.float64))
         optimizer.zero_grad(set_to_none=True)
-        for micro, weight in _lockstep(s.micro_batches(mini), len(batch), s, model):
+        micros = s.micro_batches(by_length(mini, batch.lengths, s.prefix_group))
+        for micro, weight in _lockstep(micros, len(batch), s, model):
             _micro_step(
                 model,
                 batch.select(micro),
