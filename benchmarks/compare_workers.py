@@ -3,15 +3,19 @@
     python benchmarks/compare_workers.py ROLE SPEC_JSON RESULT_JSON
 
 ROLE is ``ours`` (our ``train_step``, dynamic sampling and overlong shaping off), ``ours-defaults``
-(the ``dapo`` defaults), ``trl`` (TRL's ``GRPOTrainer``) or ``generate`` (``HFEngine.generate``
-against ``model.generate``). Each runs one warm-up step and ``steps`` timed steps and writes,
-per step, its wall time, the time and the prompt and completion lengths of every generation,
-the update time and the trained batch's lengths, and its own peak resident memory. Nothing is
-summarised here: the parent turns lengths into tokens and FLOPs the same way for every role.
-Timing is from outside: our engine's ``generate`` and ``policy_update`` are wrapped; in TRL,
-``_generate`` (tokenise, ``model.generate``, decode), ``_generate_and_score_completions`` (the
-whole rollout) and the no-gradient calls of ``_get_per_token_logps_and_entropies`` (the
-old-policy pass) are wrapped, and a callback stamps each optimizer step.
+(the ``dapo`` defaults), ``ours-bf16`` (``ours`` with ``model.dtype=bfloat16`` and old
+log-probs recomputed in bf16), ``trl`` (TRL's ``GRPOTrainer`` in float32, no gradient
+checkpointing), ``trl-defaults`` (TRL in its own defaults: bf16 autocast and gradient
+checkpointing) or ``generate`` (``HFEngine.generate`` against ``model.generate``, and with
+``spec["bf16"]`` also ``HFEngine.generate`` from a bf16 working copy). Each runs one warm-up
+step and ``steps`` timed steps and writes, per step, its wall time, the time and the prompt
+and completion lengths of every generation, the update time and the trained batch's lengths,
+and its own peak resident memory. Nothing is summarised here: the parent turns lengths into
+tokens and FLOPs the same way for every role. Timing is from outside: our engine's ``generate``
+and ``policy_update`` are wrapped; in TRL, ``_generate`` (tokenise, ``model.generate``, decode),
+``_generate_and_score_completions`` (the whole rollout) and the no-gradient calls of
+``_get_per_token_logps_and_entropies`` (the old-policy pass) are wrapped, and a callback stamps
+each optimizer step.
 """
 
 from __future__ import annotations
@@ -35,6 +39,11 @@ TRL_REPORTED = (
 
 def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+# What the bf16 row adds to the like-for-like settings: bf16 compute, and the PPO ratio's old
+# log-probs recomputed by the same bf16 forward as the update (issue 13, item 1).
+BF16 = {"model.dtype": "bfloat16", "train.recompute_old_logprobs": True}
 
 
 def _overrides(spec: dict, like_for_like: bool) -> dict:
@@ -61,14 +70,15 @@ def _lengths(prompt_mask, mask) -> dict:
     return {"prompt_lens": prompt_mask.sum(1).tolist(), "completion_lens": mask.sum(1).tolist()}
 
 
-def run_ours(spec: dict, like_for_like: bool) -> dict:
+def run_ours(spec: dict, like_for_like: bool, extra: dict | None = None) -> dict:
     """Our train_step, with the engine's generate and the update timed from outside."""
     from dapo_rl.config import build
     from dapo_rl.train import loop
     from dapo_rl.train import step as step_module
 
     t0 = time.perf_counter()
-    state = loop.build_state(build(overrides=_overrides(spec, like_for_like)))
+    overrides = {**_overrides(spec, like_for_like), **(extra or {})}
+    state = loop.build_state(build(overrides=overrides))
     load_s = time.perf_counter() - t0
     rec: dict = {}
     generate, update = state.engine.generate, step_module.policy_update
@@ -102,17 +112,26 @@ def run_ours(spec: dict, like_for_like: bool) -> dict:
     return {"steps": steps, "load_s": load_s, "threads": torch.get_num_threads()}
 
 
-def _trl_config(spec: dict, output_dir: str):
+def _trl_config(spec: dict, output_dir: str, defaults: bool = False):
     from trl import GRPOConfig
 
     per_step = spec["prompts"] * spec["group"] // spec["mini_batches"]
+    # GRPOConfig turns bf16 (autocast) and gradient checkpointing on by default: the
+    # like-for-like row turns them off, the defaults row keeps them
+    precision = (
+        {}
+        if defaults
+        else {
+            "bf16": False,
+            "fp16": False,
+            "gradient_checkpointing": False,
+            "model_init_kwargs": {"dtype": "float32"},
+        }
+    )
     return GRPOConfig(
         output_dir=output_dir,
         use_cpu=True,
-        bf16=False,  # GRPOConfig turns bf16 and gradient checkpointing on by default
-        fp16=False,
-        gradient_checkpointing=False,
-        model_init_kwargs={"dtype": "float32"},
+        **precision,
         per_device_train_batch_size=per_step,  # completions per optimizer step
         gradient_accumulation_steps=1,
         steps_per_generation=spec["mini_batches"],  # one generation feeds K optimizer steps
@@ -144,7 +163,7 @@ def _trl_config(spec: dict, output_dir: str):
     )
 
 
-def run_trl(spec: dict) -> dict:
+def run_trl(spec: dict, defaults: bool = False) -> dict:
     """TRL's GRPOTrainer on the same prompts; generation, scoring and steps timed by wrapping."""
     import torch
     from datasets import Dataset
@@ -183,7 +202,7 @@ def run_trl(spec: dict) -> dict:
         trainer = GRPOTrainer(
             model=spec["model_dir"],
             reward_funcs=dapo_answer_reward,
-            args=_trl_config(spec, out_dir),
+            args=_trl_config(spec, out_dir, defaults),
             train_dataset=data,
         )
         load_s = time.perf_counter() - t0
@@ -290,7 +309,7 @@ def run_generate(spec: dict) -> dict:
     generator = torch.Generator().manual_seed(spec["seed"])
     torch.manual_seed(spec["seed"])
 
-    def ours(prompts):
+    def ours(prompts, engine=engine, generator=generator):
         ro = engine.generate(prompts, n=G, max_new_tokens=T, temperature=1.0, generator=generator)
         return [ids[m.bool()].tolist() for ids, m in zip(ro.completion_ids, ro.mask, strict=True)]
 
@@ -303,13 +322,21 @@ def run_generate(spec: dict) -> dict:
         eos = engine.eos_id  # completion tokens up to and with the first EOS
         return [r[: r.index(eos) + 1] if eos in r else r for r in rows]
 
+    samplers = {"ours": ours, "hf": hf}
+    if spec.get("bf16"):  # the engine a bf16 run samples with: its bf16 working copy
+        from dapo_rl.train.precision import Precision
+
+        bf16 = HFEngine(Precision(model, torch.bfloat16).working, tok)
+        own = torch.Generator().manual_seed(spec["seed"])  # leaves the others' streams alone
+        samplers["ours_bf16"] = lambda prompts: ours(prompts, bf16, own)
+
     rounds = []
     for r in range(spec["gen_rounds"] + 1):
         prompts = [build_prompt(tok, ex.problem, TEMPLATE) for ex in stream.next(P)]
         row, drawn = {}, {}
-        for name in ("ours", "hf") if r % 2 == 0 else ("hf", "ours"):
+        for name in list(samplers)[:: 1 if r % 2 == 0 else -1]:  # alternating order
             t = time.perf_counter()
-            drawn[name] = (ours if name == "ours" else hf)(prompts)
+            drawn[name] = samplers[name](prompts)
             lengths = [len(x) for x in drawn[name]]
             row[name] = {
                 "s": time.perf_counter() - t,
@@ -335,8 +362,12 @@ def main(role: str, spec_json: str, result: str) -> int:
             out = run_ours(spec, like_for_like=True)
         case "ours-defaults":
             out = run_ours(spec, like_for_like=False)
+        case "ours-bf16":
+            out = run_ours(spec, like_for_like=True, extra=BF16)
         case "trl":
             out = run_trl(spec)
+        case "trl-defaults":
+            out = run_trl(spec, defaults=True)
         case "generate":
             out = run_generate(spec)
         case _:

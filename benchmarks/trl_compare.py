@@ -2,23 +2,28 @@
 
     python benchmarks/trl_compare.py                        # warm-up + 3 timed steps each
     python benchmarks/trl_compare.py --steps 1 --model tiny-random --no-defaults   # quick check
+    python benchmarks/trl_compare.py --bf16                 # adds the two bf16 rows
 
 One invocation runs, back to back and each in its own process (so peak memory is its own):
 1. ``ours``: this project's ``train_step`` with dynamic sampling and overlong shaping off,
    the like-for-like row (TRL has neither);
 2. ``ours-defaults``: the same with the ``dapo`` defaults (skip with ``--no-defaults``);
 3. ``trl``: TRL's ``GRPOTrainer`` (needs ``pip install 'dapo-rl[bench]'``);
-4. ``generate``: sampling alone, ``HFEngine.generate`` against ``model.generate``.
+4. ``generate``: sampling alone, ``HFEngine.generate`` against ``model.generate``;
+with ``--bf16`` also ``HFEngine.generate`` from a bf16 working copy;
+5. with ``--bf16``: ``ours-bf16``, row 1 with ``model.dtype=bfloat16`` (bf16 working copy,
+   float32 master weights, old log-probs recomputed in bf16), and ``trl-defaults``, TRL in its
+   own defaults (bf16 autocast and gradient checkpointing), the bf16 comparison.
 The processes are benchmarks/compare_workers.py; this one measures the matmul peak, starts
 them, and turns what they report into tokens, FLOPs and rates, the same way for each.
 The model (the SmolLM2 safetensors cache of ``dapo_rl.models``), the prompts (the run's
 ``PromptStream`` under the ``dapo_oneshot`` template), the verifier (``dapo_answer``), the
 batch shape and the optimizer settings are the same in every process. Each trainer runs one
 warm-up step and ``--steps`` timed steps; one RL step is one generation of P*G completions and
-K optimizer steps over it. The fp32 ``torch.mm`` peak is measured in this process with the
-same thread count, before and after the runs, and the better of the two is the MFU
-denominator. Every number is defined in docs/benchmarks.md; the summary is printed and saved
-to benchmarks/results/trl_compare.json (``--out``).
+K optimizer steps over it. The float32 and bfloat16 ``torch.mm`` peaks are measured in this
+process with the same thread count, before and after the runs; the better of the two of the
+dtype a row computes in is its MFU denominator. Every number is defined in docs/benchmarks.md;
+the summary is printed and saved to benchmarks/results/trl_compare.json (``--out``).
 """
 
 from __future__ import annotations
@@ -76,6 +81,16 @@ def _model_dir(name: str, seed: int) -> str:
 
 def _rate(amount: float, seconds: float) -> float | None:
     return amount / seconds if seconds > 0 else None
+
+
+# The dtype each row's matrix products run in: its MFU is against that dtype's peak.
+ROW_DTYPE = {
+    "ours": "float32",
+    "ours-defaults": "float32",
+    "trl": "float32",
+    "ours-bf16": "bfloat16",
+    "trl-defaults": "bfloat16",
+}
 
 
 def summarise(raw: dict, shape, peak: float, group: int, executed_group: int) -> dict:
@@ -143,12 +158,12 @@ _MFU = ("mfu_train", "mfu_gen")
 
 def _table(rows: dict) -> str:
     head = (
-        "| run | s/step | gen s | update s | old-logp s | other s | gen tok/s | train tok/s "
-        "| MFU train | MFU gen | peak RSS MiB |\n|" + "---|" * 11
+        "| run | dtype | s/step | gen s | update s | old-logp s | other s | gen tok/s "
+        "| train tok/s | MFU train | MFU gen | peak RSS MiB |\n|" + "---|" * 12
     )
     lines = [head]
     for name, r in rows.items():
-        cells = [f"{r[k]:.2f}" for k in _SECONDS]
+        cells = [ROW_DTYPE[name]] + [f"{r[k]:.2f}" for k in _SECONDS]
         cells += ["-" if r[k] is None else f"{r[k]:.0f}" for k in _RATES]
         cells += ["-" if r[k] is None else f"{100 * r[k]:.1f}%" for k in _MFU]
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {r['peak_rss_mib']:.0f} |")
@@ -172,11 +187,13 @@ def _table(rows: dict) -> str:
 
 def _generation_summary(raw: dict) -> dict:
     out = {}
-    for name in ("ours", "hf"):
+    for name in [n for n in ("ours", "hf", "ours_bf16") if n in raw["rounds"][0]]:
         s = sum(r[name]["s"] for r in raw["rounds"])
         tokens = sum(r[name]["tokens"] for r in raw["rounds"])
         out[name] = {"s": s, "tokens": tokens, "tokens_per_s": tokens / s}
     out["speedup"] = out["ours"]["tokens_per_s"] / out["hf"]["tokens_per_s"]
+    if "ours_bf16" in out:  # the bf16 working copy's sampling against the float32 engine's
+        out["bf16_speedup"] = out["ours_bf16"]["tokens_per_s"] / out["ours"]["tokens_per_s"]
     out["same_completions"] = sum(r["same_completions"] for r in raw["rounds"])
     out["completions"] = sum(r["completions"] for r in raw["rounds"])
     out["rounds"] = raw["rounds"]
@@ -199,6 +216,9 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=0, help="torch threads; 0 = torch's default")
     p.add_argument("--gen-rounds", type=int, default=3, help="timed sampling-only batches")
     p.add_argument("--no-defaults", action="store_true", help="skip the ours-defaults row")
+    p.add_argument(
+        "--bf16", action="store_true", help="add the ours-bf16 and trl-defaults rows (bf16)"
+    )
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "trl_compare.json"))
     args = p.parse_args()
     if importlib.util.find_spec("trl") is None:
@@ -212,12 +232,12 @@ def main() -> int:
     import trl
     from transformers import AutoConfig
 
-    from dapo_rl.perf import ModelShape, matmul_peak
+    from dapo_rl.perf import ModelShape, best_peaks, matmul_peaks, peak_for
 
     threads = args.threads or torch.get_num_threads()
     torch.set_num_threads(threads)
     started, load_before = time.perf_counter(), os.getloadavg()
-    peak_before = matmul_peak(repeats=10)
+    peaks_before = matmul_peaks(repeats=10)
     model_dir = _model_dir(args.model, args.seed)
     spec = {
         "model_dir": model_dir,
@@ -230,26 +250,42 @@ def main() -> int:
         "threads": threads,
         "steps": args.steps,
         "gen_rounds": args.gen_rounds,
+        "bf16": args.bf16,
     }
     shape = ModelShape.from_config(AutoConfig.from_pretrained(model_dir))
     roles = ["ours", *([] if args.no_defaults else ["ours-defaults"]), "trl"]
+    roles += ["ours-bf16", "trl-defaults"] if args.bf16 else []
     try:
         raw = {role: _spawn(role, spec) for role in roles}
         gen_raw = _spawn("generate", spec)
     finally:
         if model_dir.startswith(tempfile.gettempdir()) and "dapo-bench-tiny-" in model_dir:
             shutil.rmtree(model_dir, ignore_errors=True)
-    peak_after = matmul_peak(repeats=10)
+    peaks_after = matmul_peaks(repeats=10)
     load_after = os.getloadavg()
-    peak = max(peak_before, peak_after)
+    peaks = best_peaks(peaks_before, peaks_after)
     rows = {
-        role: summarise(raw[role], shape, peak, args.group, 1 if role == "trl" else args.group)
+        role: summarise(
+            raw[role],
+            shape,
+            peak_for(peaks, ROW_DTYPE[role]),
+            args.group,
+            1 if role.startswith("trl") else args.group,  # TRL feeds every sequence whole
+        )
         for role in roles
     }
     generation = _generation_summary(gen_raw)
     ratio = rows["ours"]["s_per_step"] / rows["trl"]["s_per_step"]
     print("\n" + _table(rows))
     print(f"\ns/step this/TRL (like for like): {ratio:.3f} (speed-up {1 / ratio:.2f}x)")
+    ratio_bf16 = (
+        rows["ours-bf16"]["s_per_step"] / rows["trl-defaults"]["s_per_step"] if args.bf16 else None
+    )
+    if ratio_bf16 is not None:
+        print(
+            f"s/step this in bf16 / TRL in its defaults (bf16, gradient checkpointing): "
+            f"{ratio_bf16:.3f}; bf16 sampling {generation['bf16_speedup']:.2f}x the fp32 engine"
+        )
     print(
         f"sampling alone: HFEngine.generate {generation['ours']['tokens_per_s']:.0f} tok/s, "
         f"model.generate {generation['hf']['tokens_per_s']:.0f} tok/s "
@@ -257,7 +293,8 @@ def main() -> int:
         f"{generation['completions']} completions token for token the same)"
     )
     print(
-        f"fp32 matmul peak {peak / 1e9:.1f} GFLOP/s ({threads} threads); "
+        f"matmul peak fp32 {peaks['float32'] / 1e9:.1f}, bf16 {peaks['bfloat16'] / 1e9:.1f} "
+        f"GFLOP/s ({threads} threads); "
         f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f}; "
         f"TRL saw the same prompt tokens: {raw['trl']['prompts_match']}"
     )
@@ -269,11 +306,15 @@ def main() -> int:
             "transformers": transformers.__version__,
             "trl": trl.__version__,
         },
-        "matmul_peak_gflops": {"before": peak_before / 1e9, "after": peak_after / 1e9},
+        "matmul_peak_gflops": {
+            when: {k: v / 1e9 for k, v in m.items()}
+            for when, m in (("before", peaks_before), ("after", peaks_after))
+        },
         "load_average_1min": {"before": load_before[0], "after": load_after[0]},
         "harness_s": time.perf_counter() - started,
         "trl_prompts_match": raw["trl"]["prompts_match"],
         "ratio_s_per_step_ours_over_trl": ratio,
+        "ratio_s_per_step_ours_bf16_over_trl_defaults": ratio_bf16,
         "rows": rows,
         "generation": generation,
         "trl_config": raw["trl"]["trl_config"],

@@ -10,10 +10,13 @@ from dapo_rl.perf import (
     TRAIN_FACTOR,
     ModelShape,
     batch_flops,
+    best_peaks,
     forward_flops,
     group_flops,
     matmul_peak,
+    matmul_peaks,
     mfu,
+    peak_for,
 )
 
 # body 10 weights, head 100 weights, 2 layers, attention width 3: small enough to add by hand
@@ -86,3 +89,20 @@ def test_mfu_is_achieved_over_peak():
 def test_matmul_peak_is_a_positive_rate():
     peak = matmul_peak(n=64, repeats=2)
     assert peak > 0 and math.isfinite(peak)
+
+
+def test_matmul_peaks_measures_each_dtype():
+    peaks = matmul_peaks(n=64, repeats=2)
+    assert set(peaks) == {"float32", "bfloat16"}
+    assert all(v > 0 and math.isfinite(v) for v in peaks.values())
+
+
+def test_mfu_of_a_dtype_is_against_that_dtype_s_peak():
+    # before: fp32 1e11, bf16 5e11; after: fp32 2e11, bf16 4e11 -> best 2e11 and 5e11
+    peaks = best_peaks({"float32": 1e11, "bfloat16": 5e11}, {"float32": 2e11, "bfloat16": 4e11})
+    assert peaks == {"float32": 2e11, "bfloat16": 5e11}
+    # 1e12 FLOPs in 10 s = 1e11 FLOP/s: 50% of the fp32 peak, 20% of the bf16 peak
+    assert mfu(1e12, 10.0, peak_for(peaks, "float32")) == pytest.approx(0.5)
+    assert mfu(1e12, 10.0, peak_for(peaks, "bfloat16")) == pytest.approx(0.2)
+    with pytest.raises(ValueError, match="float16"):
+        peak_for(peaks, "float16")

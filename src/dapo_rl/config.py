@@ -45,7 +45,8 @@ class ModelConfig:
     )
     dtype: str = _f(
         "float32",
-        "compute dtype of forward passes: float32 or bfloat16 (autocast; weights stay float32)",
+        "compute dtype: float32, or bfloat16 (float32 master weights and AdamW state, a "
+        "bfloat16 working copy refreshed once per optimizer step; FSDP: autocast)",
     )
     lora_rank: int = _f(0, "LoRA adapter rank (PEFT); 0 trains every weight")
     lora_alpha: float = _f(32.0, "LoRA scaling numerator: the update is scaled by alpha / rank")

@@ -17,6 +17,9 @@ completions share one prompt, so the prompt is counted once per group: an implem
 that encodes it G times does more work than the step needs, and that shows as lower MFU.
 Training (forward + backward) counts 3 times the forward FLOPs. Embedding lookups, norms,
 activations and the optimizer are not counted: they are a small share of this model's work.
+
+MFU divides by the matmul peak of the dtype the work ran in (``matmul_peaks`` measures the
+float32 and bfloat16 peaks of the machine it runs on; ``peak_for`` picks one).
 """
 
 from __future__ import annotations
@@ -105,6 +108,33 @@ def matmul_peak(n: int = 2048, repeats: int = 5, dtype: torch.dtype = torch.floa
         torch.mm(a, b, out=out)
         best = min(best, time.perf_counter() - t0)
     return 2 * n**3 / best
+
+
+# The dtypes a run computes in (``model.dtype``) and their matmul peaks: on a CPU with bf16
+# matrix units (Intel AMX) a bf16 product runs several times faster than a float32 one, so
+# an MFU against the float32 peak overstates how much of the machine a bf16 run uses.
+PEAK_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def matmul_peaks(n: int = 2048, repeats: int = 5) -> dict[str, float]:
+    """The ``matmul_peak`` of each of ``PEAK_DTYPES`` on this machine, in FLOP/s, by name.
+
+    Measured one after the other with the same threads; ratios between them are what carries
+    from one machine (or one load) to the next.
+    """
+    return {name: matmul_peak(n, repeats, dtype) for name, dtype in PEAK_DTYPES.items()}
+
+
+def best_peaks(*measured: dict[str, float]) -> dict[str, float]:
+    """Per dtype, the best of several ``matmul_peaks`` results (before and after a run)."""
+    return {name: max(m[name] for m in measured) for name in measured[0]}
+
+
+def peak_for(peaks: dict[str, float], dtype: str) -> float:
+    """The peak an MFU in ``dtype`` (a ``model.dtype`` value) is measured against."""
+    if dtype not in peaks:
+        raise ValueError(f"no matmul peak measured for {dtype!r}: have {', '.join(peaks)}")
+    return peaks[dtype]
 
 
 def mfu(flops: float, seconds: float, peak: float) -> float:

@@ -12,6 +12,7 @@ from dapo_rl.rollout import HFEngine
 from dapo_rl.train.update import (
     UpdateSettings,
     batched_logprobs,
+    by_length,
     completion_logprobs,
     policy_update,
 )
@@ -161,3 +162,36 @@ def test_masked_out_rows_do_not_move_the_weights(tiny_model, rollout):
         outs.append(model)
     for a, b in zip(outs[0].parameters(), outs[1].parameters(), strict=True):
         assert torch.equal(a, b)
+
+
+def test_by_length_orders_rows_and_whole_groups_longest_first():
+    lengths = torch.tensor([3, 9, 1, 5, 5, 2])
+    # rows: lengths of rows 4, 1, 3, 5 are 5, 9, 5, 2 -> 9 (row 1), 5 (4), 5 (3), 2 (5);
+    # the tie between rows 4 and 3 keeps their given order
+    assert by_length(torch.tensor([4, 1, 3, 5]), lengths).tolist() == [1, 4, 3, 5]
+    # groups of 2 (rows 0-1, 2-3, 4-5) keyed by their longest: 9, 5, 5 -> unchanged order;
+    # given as groups 2, 0: keys 5, 9 -> group 0 first, each group's rows kept together
+    assert by_length(torch.tensor([4, 5, 0, 1]), lengths, 2).tolist() == [0, 1, 4, 5]
+    assert by_length(torch.tensor([2, 3, 4, 5]), lengths, 2).tolist() == [2, 3, 4, 5]
+
+
+def test_length_ordered_micro_batches_pad_less():
+    # micro-batches of 2 rows, each trimmed to its longest completion:
+    # given order (2, 9), (3, 8), (1, 7): 2*9 + 2*8 + 2*7 = 48 cells
+    # longest first (9, 8), (7, 3), (2, 1): 2*9 + 2*7 + 2*2 = 36 cells
+    lengths = torch.tensor([2, 9, 3, 8, 1, 7])
+    s = _settings(share_prompt=False, micro_batch_size=2)
+
+    def cells(order):
+        return sum(len(m) * int(lengths[m].max()) for m in s.micro_batches(order))
+
+    rows = torch.arange(6)
+    assert cells(rows) == 48
+    assert cells(by_length(rows, lengths)) == 36
+
+
+def test_old_logprobs_come_back_in_rollout_order(tiny_model, rollout):
+    # the pass runs rows longest first; each row's log-probs are still its own
+    s = _settings(micro_batch_size=G)
+    whole, _ = completion_logprobs(tiny_model, rollout, temperature=1.0)
+    assert torch.allclose(batched_logprobs(tiny_model, rollout, s), whole, atol=1e-5)

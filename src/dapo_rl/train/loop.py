@@ -52,6 +52,7 @@ from dapo_rl.rollout import HFEngine, make_engine
 from dapo_rl.samples import SamplesLog
 from dapo_rl.train import checkpoint, rundir, schedule
 from dapo_rl.train.picker import PickerSettings, PromptPicker
+from dapo_rl.train.precision import Precision
 from dapo_rl.train.signals import StopSignals
 from dapo_rl.train.step import train_step
 from dapo_rl.train.update import UpdateSettings
@@ -73,6 +74,7 @@ class TrainState:
     generator: torch.Generator
     update_settings: UpdateSettings
     picker: PromptPicker  # pass rate, carried groups, prompt history, predictive skip
+    precision: Precision  # model (fp32 master) and the working copy that computes
     step: int = 0
     skipped_in_a_row: int = 0  # optimizer steps skipped for non-finite gradients, in a row
     samples: list | None = None  # the step's sample completions; [] asks for them
@@ -131,8 +133,11 @@ def build_state(cfg: Config) -> TrainState:
     t = cfg.train
     optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
     scheduler = schedule.make_scheduler(optimizer, cfg)
+    precision = Precision.for_run(cfg, model)  # bf16: a working copy, refreshed per step
+    precision.attach(optimizer)
+    ref_model = precision.reference(ref_model)
     settings = UpdateSettings.from_config(cfg)
-    engine = make_engine(cfg, model, tokenizer, autocast_dtype=settings.autocast_dtype)
+    engine = make_engine(cfg, precision.working, tokenizer, autocast_dtype=settings.autocast_dtype)
     return TrainState(
         cfg,
         model,
@@ -148,6 +153,7 @@ def build_state(cfg: Config) -> TrainState:
         torch.Generator().manual_seed(cfg.run.seed),
         settings,
         PromptPicker(PickerSettings.from_config(cfg), seed=cfg.run.seed),
+        precision,
     )
 
 
@@ -332,6 +338,8 @@ def _train(state: TrainState, run_dir: Path) -> Path:
     cfg = state.cfg
     metrics_path = run_dir / "metrics.jsonl"
     start = checkpoint.load_latest(run_dir, state, log=_warn) if cfg.resume else 0
+    if start:
+        state.precision.refresh()  # the working copy follows the restored master weights
     state.engine.sync_weights(state.model)  # a separate sampler starts from these weights
     samples_path = run_dir / "samples.jsonl"
     if cfg.resume and dist.is_main():

@@ -322,13 +322,13 @@ def train_step(state) -> dict[str, float]:
     t0 = time.perf_counter()
     us = state.update_settings
     if us.recompute_old:  # asked for, or bfloat16 (config.recomputes_old_logprobs)
-        old_logp = batched_logprobs(state.model, batch, us)
+        old_logp = batched_logprobs(state.precision.working, batch, us)
     else:
         old_logp = batch.logp  # the sampler's log-probs: same weights, float32
     ref_logp = batched_logprobs(state.ref_model, batch, us) if state.ref_model is not None else None
     t1 = time.perf_counter()
     upd = policy_update(  # 7-8. clipped surrogate, token-level loss, K optimizer steps
-        state.model,
+        state.precision.working,  # computes; the optimizer steps the master (train/precision.py)
         state.optimizer,
         state.scheduler,
         batch,

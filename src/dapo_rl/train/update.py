@@ -5,9 +5,11 @@ Owns the gradient-accumulation arithmetic. A rollout of B sequences is cut into
 normalised by the mini-batch's global token count (``token_mean``) or sequence count (the
 per-sequence modes), so the accumulated gradient equals that of the whole mini-batch at
 once (DAPO 3.3 token-level loss: every completion token of the mini-batch weighs the same).
-Micro-batches are bounded by rows and, optionally, by padded tokens (``pack``). The forward
-itself (shared prompts, logits in chunks, the model's logit post-processing) is
-``train.logprobs``.
+Micro-batches are bounded by rows and, optionally, by padded tokens (``pack``). Before a
+mini-batch (or the old-log-prob pass) is cut into micro-batches its rows - whole groups when
+prompts are shared - are ordered longest completion first (``by_length``), so each
+micro-batch, trimmed to its own longest completion, pads less. The forward itself (shared
+prompts, logits in chunks, the model's logit post-processing) is ``train.logprobs``.
 
 Data parallel (``dapo_rl.dist``): each rank holds whole groups of the rollout; the counts
 that normalise the loss are all-reduced over ranks before each mini-batch's micro-batch
@@ -85,13 +87,20 @@ class UpdateSettings:
             max_grad_norm=t.max_grad_norm,
             group_size=r.group_size,
             share_prompt=t.share_prompt,
-            autocast_dtype=torch.bfloat16 if cfg.model.dtype == "bfloat16" else None,
+            # FSDP runs still compute bf16 under autocast; one process uses a bf16 working
+            # copy of the weights instead (train/precision.py)
+            autocast_dtype=torch.bfloat16 if cfg.model.dtype == "bfloat16" and t.fsdp else None,
             tis_cap=a.tis_cap,
             logits_chunk=t.logits_chunk,
             max_tokens=t.max_tokens_per_micro_batch,
             recompute_old=recomputes_old_logprobs(cfg),
         )
         return cls(**{**values, **overrides})
+
+    @property
+    def prefix_group(self) -> int:
+        """Rows that move together when micro-batches are ordered (whole groups if shared)."""
+        return self.group_size if self.shares_prompt else 1
 
     @property
     def shares_prompt(self) -> bool:
@@ -180,7 +189,8 @@ def batched_logprobs(model, batch: Rollout, s: UpdateSettings) -> torch.Tensor:
         model, context = model.model, model.model.disable_adapter()
     was_training = model.training
     model.eval()
-    micros = _lockstep(s.micro_batches(torch.arange(len(batch)), batch), len(batch), s, model)
+    order = by_length(torch.arange(len(batch)), batch.lengths, s.prefix_group)
+    micros = _lockstep(s.micro_batches(order, batch), len(batch), s, model)
     parts = []
     with context:
         for rows, weight in micros:
@@ -190,7 +200,7 @@ def batched_logprobs(model, batch: Rollout, s: UpdateSettings) -> torch.Tensor:
             parts.append(logp.cpu()[: len(rows) if weight else 0])  # FSDP padding adds no rows
     model.train(was_training)
     dist.reshard(model)  # FSDP: drop the gathered weights
-    return torch.cat(parts)
+    return torch.cat(parts)[order.argsort()]  # back to the rollout's row order
 
 
 # Per-step sums, reduced over ranks once at the end of the update.
@@ -207,6 +217,21 @@ _SUMMED = (
     "mismatch_kl",
     "mismatch_out",
 )
+
+
+def by_length(rows: torch.Tensor, lengths: torch.Tensor, group: int = 1) -> torch.Tensor:
+    """``rows`` reordered longest completion first, so that consecutive micro-batches hold
+    completions of similar length and pad less (each micro-batch is trimmed to its longest).
+
+    ``group > 1``: ``rows`` are whole contiguous groups of ``group`` rows, which move as one,
+    keyed by their longest completion. The order of equal keys is kept (a stable sort).
+    ``lengths`` (B,) are the completion lengths of the whole rollout.
+    """
+    if group > 1:
+        key = lengths[rows].view(-1, group).max(1).values  # (groups,)
+        order = key.argsort(descending=True, stable=True)
+        return rows.view(-1, group)[order].flatten()
+    return rows[lengths[rows].argsort(descending=True, stable=True)]
 
 
 def _minibatches(n_groups: int, s: UpdateSettings, generator) -> list[torch.Tensor]:
@@ -302,6 +327,8 @@ def policy_update(
 
     In a data-parallel run ``batch`` is this rank's share of whole groups; the loss is
     normalised by the global counts and the metrics are the global batch's, on every rank.
+    ``model`` computes; the optimizer steps its own parameters, which with a bf16 working
+    copy (``train/precision.py``) are the float32 masters that its gradients flow into.
     """
     with _dropout_off(model):
         return _update(
@@ -332,7 +359,8 @@ def _dropout_off(model):
 
 def _update(model, optimizer, scheduler, batch, adv, old_logp, loss_mask, ref_logp, s, generator):
     """The body of ``policy_update``, in the mode ``_dropout_off`` sets."""
-    params = [p for p in model.parameters() if p.requires_grad]
+    # the optimizer's parameters: with a bf16 working copy as ``model``, its float32 masters
+    params = [p for g in optimizer.param_groups for p in g["params"] if p.requires_grad]
     sums: dict[str, float] = defaultdict(float)
     minis = _minibatches(len(batch) // s.group_size, s, generator)
     grad_norm_sum, skipped, empty = 0.0, 0, 0
@@ -346,7 +374,8 @@ def _update(model, optimizer, scheduler, batch, adv, old_logp, loss_mask, ref_lo
             empty += 1
             continue
         optimizer.zero_grad(set_to_none=True)
-        for micro, weight in _lockstep(s.micro_batches(mini, batch), len(batch), s, model):
+        micros = s.micro_batches(by_length(mini, batch.lengths, s.prefix_group), batch)
+        for micro, weight in _lockstep(micros, len(batch), s, model):
             _micro_step(
                 model,
                 batch.select(micro),
