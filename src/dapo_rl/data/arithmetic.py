@@ -29,7 +29,7 @@ class Arithmetic:
         terms = [rng.randint(self.min_value, self.max_value) for _ in range(self.num_terms)]
         ops = [rng.choice(self.ops) for _ in range(self.num_terms - 1)]
         expr = str(terms[0]) + "".join(f" {o} {t}" for o, t in zip(ops, terms[1:], strict=False))
-        return expr, eval(expr)  # expr holds only integers and + - *
+        return expr, eval(expr)  # safe: expr is built above from integers and + - *
 
     def example(self, seed: int, index: int) -> Example:
         expr, value = self.problem(random.Random(f"{seed}:{index}"))
