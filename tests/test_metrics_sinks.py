@@ -87,7 +87,8 @@ def fake_wandb(monkeypatch) -> list[FakeRun]:
         runs.append(FakeRun(**kw))
         return runs[-1]
 
-    monkeypatch.setitem(sys.modules, "wandb", types.SimpleNamespace(init=init))
+    table = lambda columns, data: ("table", columns, data)  # noqa: E731
+    monkeypatch.setitem(sys.modules, "wandb", types.SimpleNamespace(init=init, Table=table))
     return runs
 
 
@@ -109,6 +110,17 @@ def test_wandb_sink_calls(monkeypatch, tmp_path):
     assert [step for step, _ in run.logged] == [0, 1, 2]
     assert run.logged[2][1] == {"reward/mean": 0.5, "entropy/mean": 0.6, "grad/skipped_steps": 0.0}
     assert run.finished
+
+
+def test_wandb_sink_logs_samples_as_a_table(monkeypatch, tmp_path):
+    runs = fake_wandb(monkeypatch)
+    (sink,) = make_sinks(["wandb"], tmp_path / "run")
+    records = [{"prompt": "p", "completion": "c", "reward": 1.0}, {"prompt": "q", "acc": 0.0}]
+    sink.write_samples("train", records, 3)
+    ((step, data),) = runs[0].logged
+    columns = ["prompt", "completion", "reward", "acc"]
+    rows = [["p", "c", 1.0, None], ["q", None, None, 0.0]]
+    assert step == 3 and data == {"samples/train": ("table", columns, rows)}
 
 
 def test_wandb_missing_or_bad_mode(monkeypatch, tmp_path):

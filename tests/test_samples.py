@@ -7,6 +7,7 @@ from types import SimpleNamespace
 import torch
 
 from dapo_rl.data.files import Example
+from dapo_rl.metrics import TensorBoardSink
 from dapo_rl.rewards import Verdict
 from dapo_rl.samples import MAX_CHARS, SamplesLog, markdown, read_samples, sample_records
 
@@ -46,7 +47,9 @@ def test_log_appends_jsonl_and_tensorboard_text(tmp_path):
             pass
 
     writer = Writer()
-    log = SamplesLog(tmp_path, writer)
+    tensorboard = TensorBoardSink.__new__(TensorBoardSink)  # its writer replaced by the fake
+    tensorboard.writer = writer
+    log = SamplesLog(tmp_path, [tensorboard, object()])  # a sink without samples is passed over
     record = {"prompt": "p", "completion": "c", "reward": 1.0, "acc": 1.0, "length": 2,
               "truncated": True, "set": "gsm8k"}  # fmt: skip
     log.write(3, "eval", [record])

@@ -177,6 +177,13 @@ class TensorBoardSink:
             self.writer.add_scalar(key, value, step)
         self.writer.flush()  # a step takes seconds; a killed run keeps what it logged
 
+    def write_samples(self, kind: str, records: list[dict], step: int) -> None:
+        """Sample completions as markdown text (TensorBoard's text tab)."""
+        from dapo_rl.samples import markdown
+
+        self.writer.add_text(f"samples/{kind}", markdown(records), step)
+        self.writer.flush()
+
     def close(self) -> None:
         self.writer.close()
 
@@ -201,6 +208,13 @@ class WandbSink:
 
     def write(self, record: dict) -> None:
         self.run.log(numeric_items(record), step=int(record["step"]))
+
+    def write_samples(self, kind: str, records: list[dict], step: int) -> None:
+        """Sample completions as a W&B table (one row per completion)."""
+        columns = list(dict.fromkeys(k for r in records for k in r))
+        rows = [[r.get(c) for c in columns] for r in records]
+        table = _wandb().Table(columns=columns, data=rows)
+        self.run.log({f"samples/{kind}": table}, step=step)
 
     def close(self) -> None:
         self.run.finish()

@@ -3,8 +3,9 @@
 Each record holds ``prompt`` (the problem text), ``completion``, ``reward`` (shaped, in
 training; the verifier's score at evaluation), ``acc``, ``length`` (tokens) and
 ``truncated``, plus ``step``, ``kind`` (``train`` or ``eval``) and, at evaluation, ``set``.
-They are appended to ``<run.dir>/samples.jsonl`` and, with the TensorBoard sink on, logged as
-text (``samples/train``, ``samples/eval``). Texts are cut at ``MAX_CHARS`` so the file stays
+They are appended to ``<run.dir>/samples.jsonl`` and handed to every metric sink that takes
+them (TensorBoard: markdown text; W&B: a table; both under ``samples/train`` and
+``samples/eval``). Texts are cut at ``MAX_CHARS`` so the file stays
 small however long the completions grow. Training samples are the first completion of the
 first groups of a step's first generation round: whatever the filter later kept or dropped.
 """
@@ -63,11 +64,11 @@ def markdown(records: list[dict]) -> str:
 
 
 class SamplesLog:
-    """Appends records to ``samples.jsonl``; mirrors them to a TensorBoard writer if given."""
+    """Appends records to ``samples.jsonl``; mirrors them to the sinks with ``write_samples``."""
 
-    def __init__(self, run_dir: str | Path, tensorboard=None):
+    def __init__(self, run_dir: str | Path, sinks=()):
         self.path = Path(run_dir) / "samples.jsonl"
-        self.tensorboard = tensorboard
+        self.sinks = [s for s in sinks if hasattr(s, "write_samples")]
 
     def write(self, step: int, kind: str, records: list[dict]) -> None:
         if not records:
@@ -75,9 +76,8 @@ class SamplesLog:
         with self.path.open("a") as f:
             for r in records:
                 f.write(json.dumps({"step": step, "kind": kind, **r}) + "\n")
-        if self.tensorboard is not None:
-            self.tensorboard.add_text(f"samples/{kind}", markdown(records), step)
-            self.tensorboard.flush()
+        for sink in self.sinks:
+            sink.write_samples(kind, records, step)
 
 
 def read_samples(run_dir: str | Path) -> list[dict]:

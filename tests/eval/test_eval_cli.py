@@ -69,7 +69,10 @@ def test_greedy_only_and_an_explicit_verifier(tmp_path):
         (["--data", "GSM", "--k", "-1"], "error: --k must be >= 0, got -1"),
         (["--data", "GSM", "--top-p", "0"], "error: --top-p must be in (0, 1], got 0.0"),
         (["--data", "GSM", "algo.eps_high=0.3"], "error: dapo eval takes data.*, rewards.*"),
-        (["--data", "GSM", "data.template=x"], "error: data.template must be auto, dapo, dapo_oneshot"),
+        (
+            ["--data", "GSM", "data.template=x"],
+            "error: data.template must be auto, dapo, dapo_oneshot",
+        ),
         (["--data", "GSM", "rewards.fn=nope"], "error: unknown verifier 'nope'"),
         (["--data", "odd.jsonl", "data.answer_field=text"], "cannot tell the dataset format"),
         ([], "error: evaluate: give a data file"),

@@ -41,7 +41,6 @@ from dapo_rl.eval import evaluate_sets, load_eval_files
 from dapo_rl.metrics import (
     LEGEND,
     ConsoleSink,
-    TensorBoardSink,
     check_sinks,
     make_sinks,
     memory_metrics,
@@ -272,8 +271,7 @@ def _diverged(state: TrainState, ckpt: Path) -> DapoError:
 def _run(state: TrainState, run_dir: Path, start: int, history: list, sinks_, console, stop):
     """Evaluate at step 0 (fresh runs), then step, log and checkpoint until done or stopped."""
     cfg = state.cfg
-    tb = next((s.writer for s in sinks_ if isinstance(s, TensorBoardSink)), None)
-    log = SamplesLog(run_dir, tb) if dist.is_main() else _NoSamples()
+    log = SamplesLog(run_dir, sinks_) if dist.is_main() else _NoSamples()
     if start == 0:
         record = {"step": 0, **_evaluate(state, console, log)}
         for sink in sinks_:
