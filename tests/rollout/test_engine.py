@@ -197,9 +197,9 @@ def test_rows_that_end_leave_the_batch_without_changing_the_others():
     model, tok = load_model("tiny-random", seed=0), load_tokenizer("tiny-random")
     engine = HFEngine(model, tok)
     prompts = ["What is 2 + 3?", "Add 7 and 9.", "Name a prime.", "Count to four."]
-    engine.eos_id = -1  # first a run with no end: pick an end token some rows reach early
-    free = engine.generate(prompts, n=1, max_new_tokens=8, temperature=0.0)
-    engine.eos_id = int(free.completion_ids[0, 1])
+    engine.eos_ids = torch.tensor([-1])  # first a run with no end: pick an end token some
+    free = engine.generate(prompts, n=1, max_new_tokens=8, temperature=0.0)  # rows reach early
+    engine.eos_ids = free.completion_ids[0, 1:2].clone()
     batched = engine.generate(prompts, n=1, max_new_tokens=8, temperature=0.0)
     alone = [engine.generate([p], n=1, max_new_tokens=8, temperature=0.0) for p in prompts]
     lengths = batched.lengths.tolist()
