@@ -56,7 +56,7 @@ BAD_INPUTS = {
     ),
     "unknown_preset": (["preset=nope"], {}, "error: unknown preset 'nope'"),
     # used to fail at the first step, after the run directory was written
-    "unknown_template": (["data.template=nope"], {}, "error: data.template must be one of"),
+    "unknown_template": (["data.template=nope"], {}, "error: data.template must be auto, dapo,"),
     "infinite_lr": (["train.lr=.inf"], {}, "error: train.lr must be a finite number"),
     "nan_temperature_in_config": (
         ["--config", "c.yaml"],

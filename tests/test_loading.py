@@ -88,7 +88,7 @@ def _worker(folder: str, out_dir: str) -> None:
     torch.set_num_threads(1)
     dist.init_from_env()
     model = models.load_model(folder, device="meta")
-    dist.shard_layers(model)  # FSDP2 on the meta model: each rank allocates its shards only
+    dist.shard_model(model)  # FSDP2 on the meta model: each rank allocates its shards only
     local = sum(
         p.to_local().numel() for p in model.get_decoder().layers.parameters() if dist.is_sharded(p)
     )

@@ -89,11 +89,11 @@ def test_loss_and_gradients_are_within_tolerance_of_float32(tiny_model, rollout)
     m = rollout.mask.bool()
     adv = torch.randn(len(rollout), generator=torch.Generator().manual_seed(1))
     reference = copy.deepcopy(tiny_model)
-    lp32, _ = completion_logprobs(reference, rollout, temperature=1.0, group_size=G)
+    lp32, _ = completion_logprobs(reference, rollout, temperature=1.0, share_prompt=True)
     loss32 = -(lp32 * adv[:, None])[m].sum() / m.sum()
     loss32.backward()
     p = Precision(tiny_model, torch.bfloat16)
-    lp16, _ = completion_logprobs(p.working, rollout, temperature=1.0, group_size=G)
+    lp16, _ = completion_logprobs(p.working, rollout, temperature=1.0, share_prompt=True)
     assert lp16.dtype == torch.float32  # log-softmax of float32 logits
     loss16 = -(lp16 * adv[:, None])[m].sum() / m.sum()
     loss16.backward()
@@ -113,7 +113,7 @@ def test_micro_batch_gradients_accumulate_in_float32(tiny_model, rollout):
     m = rollout.mask.bool()
 
     def backward(rows):
-        lp, _ = completion_logprobs(p.working, rollout.select(rows), temperature=1.0, group_size=G)
+        lp, _ = completion_logprobs(p.working, rollout.select(rows), temperature=1.0, share_prompt=True)
         lp[m[rows]].sum().backward()
 
     alone = []
@@ -174,7 +174,7 @@ def test_sampling_from_the_bf16_copy_gives_valid_rollouts(tiny_model, tokenizer)
     ended = (ro.completion_ids == tokenizer.eos_token_id) & real
     assert torch.equal(ended.any(1), ~ro.truncated)
     # the sampler's log-probs are those the bf16 training forward assigns (within bf16 noise)
-    lp, _ = completion_logprobs(p.working, ro, temperature=1.0, group_size=G)
+    lp, _ = completion_logprobs(p.working, ro, temperature=1.0, share_prompt=True)
     assert float((lp - ro.logp)[real].abs().max()) < 2e-2
 
 

@@ -183,7 +183,7 @@ def test_length_ordered_micro_batches_pad_less():
     s = _settings(share_prompt=False, micro_batch_size=2)
 
     def cells(order):
-        return sum(len(m) * int(lengths[m].max()) for m in s.micro_batches(order))
+        return sum(len(m) * int(lengths[m].max()) for m in s.micro_batches(order, None))
 
     rows = torch.arange(6)
     assert cells(rows) == 48
