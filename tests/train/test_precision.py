@@ -113,7 +113,9 @@ def test_micro_batch_gradients_accumulate_in_float32(tiny_model, rollout):
     m = rollout.mask.bool()
 
     def backward(rows):
-        lp, _ = completion_logprobs(p.working, rollout.select(rows), temperature=1.0, share_prompt=True)
+        lp, _ = completion_logprobs(
+            p.working, rollout.select(rows), temperature=1.0, share_prompt=True
+        )
         lp[m[rows]].sum().backward()
 
     alone = []
