@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 from tiny_run import comparable, tiny_cfg
+from tiny_update import PROMPTS, G, make_rollout, settings
 
-from dapo_rl.config import build
 from dapo_rl.metrics import read_metrics
 from dapo_rl.rollout import HFEngine
 from dapo_rl.train import checkpoint
@@ -30,8 +30,6 @@ from dapo_rl.train.update import (
     policy_update,
 )
 
-G = 4
-PROMPTS = ["What is 2 + 3?", "Sum 11 and 12 and tell me, please.", "7 + 1?"]
 HERE = Path(__file__).parent
 BF16 = {"model.dtype": "bfloat16"}
 
@@ -43,15 +41,7 @@ def _toy_rewards_importable(monkeypatch):
 
 @pytest.fixture()
 def rollout(tiny_model, tokenizer):
-    engine = HFEngine(tiny_model, tokenizer)
-    return engine.generate(
-        PROMPTS, n=G, max_new_tokens=10, generator=torch.Generator().manual_seed(3)
-    )
-
-
-def _settings(**kw):
-    base = dict(norm_len=10, mini_batches=1, micro_batch_size=12, max_grad_norm=1e9, group_size=G)
-    return UpdateSettings.from_config(build(), **{**base, **kw})
+    return make_rollout(tiny_model, tokenizer)
 
 
 def _update(model, opt, rollout, s, adv, old=None):
@@ -137,7 +127,7 @@ def test_master_weights_and_adamw_state_stay_float32(tiny_model, rollout):
     p.attach(opt)
     adv = torch.randn(len(rollout), generator=torch.Generator().manual_seed(1))
     before = [q.detach().clone() for q in tiny_model.parameters()]
-    _update(p.working, opt, rollout, _settings(mini_batches=3), adv)
+    _update(p.working, opt, rollout, settings(mini_batches=3), adv)
     assert all(q.dtype == torch.float32 for q in tiny_model.parameters())
     assert any(not torch.equal(q, b) for q, b in zip(tiny_model.parameters(), before, strict=True))
     state = [opt.state[q] for q in tiny_model.parameters()]
@@ -150,12 +140,12 @@ def test_working_copy_is_refreshed_once_per_optimizer_step(tiny_model, rollout):
     opt = torch.optim.SGD(tiny_model.parameters(), lr=1e-2)
     p.attach(opt)
     adv = torch.randn(len(rollout), generator=torch.Generator().manual_seed(1))
-    _update(p.working, opt, rollout, _settings(mini_batches=3), adv)  # 3 groups: 3 steps
+    _update(p.working, opt, rollout, settings(mini_batches=3), adv)  # 3 groups: 3 steps
     assert p.refreshes == 3
     pairs = zip(p.working.parameters(), tiny_model.parameters(), strict=True)
     assert all(torch.equal(w, m.to(torch.bfloat16)) for w, m in pairs)
     # a skipped step (non-finite gradient) does not step, so it does not refresh either
-    _update(p.working, opt, rollout, _settings(), adv * float("nan"))
+    _update(p.working, opt, rollout, settings(), adv * float("nan"))
     assert p.refreshes == 3
 
 
@@ -187,7 +177,7 @@ def test_first_minibatch_ratio_is_one_with_recomputed_bf16_old_logprobs(tiny_mod
     opt = torch.optim.SGD(tiny_model.parameters(), lr=0.0)
     p.attach(opt)
     adv = torch.randn(len(rollout), generator=torch.Generator().manual_seed(2))
-    out = _update(p.working, opt, rollout, _settings(), adv)
+    out = _update(p.working, opt, rollout, settings(), adv)
     assert out["clip/high_frac"] == 0 and out["clip/low_frac"] == 0
     expected = -(adv[:, None] * rollout.mask).sum() / rollout.mask.sum()
     assert out["loss/policy"] == pytest.approx(float(expected), rel=1e-6)

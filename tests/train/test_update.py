@@ -6,33 +6,19 @@ import copy
 
 import pytest
 import torch
+from tiny_update import G, make_rollout, settings
 
-from dapo_rl.config import build
-from dapo_rl.rollout import HFEngine
 from dapo_rl.train.update import (
-    UpdateSettings,
     batched_logprobs,
     by_length,
     completion_logprobs,
     policy_update,
 )
 
-G = 4
-PROMPTS = ["What is 2 + 3?", "Sum 11 and 12 and tell me, please.", "7 + 1?"]
-
 
 @pytest.fixture()
 def rollout(tiny_model, tokenizer):
-    engine = HFEngine(tiny_model, tokenizer)
-    return engine.generate(
-        PROMPTS, n=G, max_new_tokens=10, generator=torch.Generator().manual_seed(3)
-    )
-
-
-def _settings(**kw):
-    # the dapo defaults (clip 0.2 / 0.28, token mean, no KL), one optimizer step, no grad clip
-    base = dict(norm_len=10, mini_batches=1, micro_batch_size=12, max_grad_norm=1e9, group_size=G)
-    return UpdateSettings.from_config(build(), **{**base, **kw})
+    return make_rollout(tiny_model, tokenizer)
 
 
 def test_shared_prompt_gives_the_same_logprobs_and_gradients(tiny_model, rollout):
@@ -91,11 +77,9 @@ def _one_sgd_step(model, rollout, s, adv):
 @pytest.mark.parametrize("share", [True, False])
 def test_micro_batches_give_the_same_step_as_one_batch(tiny_model, rollout, mode, share):
     adv = torch.randn(len(rollout), generator=torch.Generator().manual_seed(1))
-    whole, m1 = _one_sgd_step(
-        tiny_model, rollout, _settings(loss_agg=mode, share_prompt=share), adv
-    )
+    whole, m1 = _one_sgd_step(tiny_model, rollout, settings(loss_agg=mode, share_prompt=share), adv)
     split, m2 = _one_sgd_step(
-        tiny_model, rollout, _settings(loss_agg=mode, share_prompt=share, micro_batch_size=G), adv
+        tiny_model, rollout, settings(loss_agg=mode, share_prompt=share, micro_batch_size=G), adv
     )
     assert m1["clip/high_frac"] > 0 or m1["clip/low_frac"] > 0
     assert m1["loss/policy"] == pytest.approx(m2["loss/policy"], rel=1e-4, abs=1e-6)
@@ -111,7 +95,7 @@ def test_micro_batches_give_the_same_step_as_one_batch(tiny_model, rollout, mode
 def test_first_minibatch_is_on_policy(tiny_model, rollout):
     # with old log-probs from the current weights, ratio == 1: nothing is clipped, and the
     # token-mean loss is -mean(A) over tokens
-    s = _settings()
+    s = settings()
     model = copy.deepcopy(tiny_model)
     opt = torch.optim.SGD(model.parameters(), lr=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
@@ -136,7 +120,7 @@ def test_first_minibatch_is_on_policy(tiny_model, rollout):
 
 def test_masked_out_rows_do_not_move_the_weights(tiny_model, rollout):
     # overlong filtering zeroes whole rows of the loss mask: those rows' advantages are irrelevant
-    s = _settings()
+    s = settings()
     loss_mask = rollout.mask.clone()
     loss_mask[:G] = 0  # drop the first group
     outs = []
@@ -180,7 +164,7 @@ def test_length_ordered_micro_batches_pad_less():
     # given order (2, 9), (3, 8), (1, 7): 2*9 + 2*8 + 2*7 = 48 cells
     # longest first (9, 8), (7, 3), (2, 1): 2*9 + 2*7 + 2*2 = 36 cells
     lengths = torch.tensor([2, 9, 3, 8, 1, 7])
-    s = _settings(share_prompt=False, micro_batch_size=2)
+    s = settings(share_prompt=False, micro_batch_size=2)
 
     def cells(order):
         return sum(len(m) * int(lengths[m].max()) for m in s.micro_batches(order, None))
@@ -192,6 +176,6 @@ def test_length_ordered_micro_batches_pad_less():
 
 def test_old_logprobs_come_back_in_rollout_order(tiny_model, rollout):
     # the pass runs rows longest first; each row's log-probs are still its own
-    s = _settings(micro_batch_size=G)
+    s = settings(micro_batch_size=G)
     whole, _ = completion_logprobs(tiny_model, rollout, temperature=1.0)
     assert torch.allclose(batched_logprobs(tiny_model, rollout, s), whole, atol=1e-5)

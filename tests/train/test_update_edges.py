@@ -13,28 +13,17 @@ from pathlib import Path
 import pytest
 import torch
 from tiny_run import tiny_cfg
+from tiny_update import make_rollout, settings
 
-from dapo_rl.config import build
-from dapo_rl.rollout import HFEngine
 from dapo_rl.train import update
-from dapo_rl.train.update import UpdateSettings, batched_logprobs, policy_update
+from dapo_rl.train.update import batched_logprobs, policy_update
 
-G = 4
-PROMPTS = ["What is 2 + 3?", "Sum 11 and 12 and tell me, please.", "7 + 1?"]
 HERE = Path(__file__).parent
 
 
 @pytest.fixture()
 def rollout(tiny_model, tokenizer):
-    engine = HFEngine(tiny_model, tokenizer)
-    return engine.generate(
-        PROMPTS, n=G, max_new_tokens=10, generator=torch.Generator().manual_seed(3)
-    )
-
-
-def _settings(**kw):
-    base = dict(norm_len=10, mini_batches=1, micro_batch_size=12, max_grad_norm=1e9, group_size=G)
-    return UpdateSettings.from_config(build(), **{**base, **kw})
+    return make_rollout(tiny_model, tokenizer)
 
 
 def _record_first_surrogate(monkeypatch) -> list:
@@ -75,7 +64,7 @@ def test_dropout_is_off_in_the_update_forward(tiny_model, rollout, monkeypatch):
         if hasattr(m, "attention_dropout"):
             m.attention_dropout = 0.5
     model.train()
-    s = _settings()
+    s = settings()
     calls = _record_first_surrogate(monkeypatch)
     _update(model, rollout, s)
     _update(model, rollout, s)  # lr 0: the same weights, the same shuffle, a second forward
@@ -88,7 +77,7 @@ def test_dropout_is_off_in_the_update_forward(tiny_model, rollout, monkeypatch):
 def test_ratio_is_exactly_one_on_the_first_minibatch_with_recomputed_old_logprobs(
     tiny_model, rollout, monkeypatch
 ):
-    s = _settings()
+    s = settings()
     calls = _record_first_surrogate(monkeypatch)
     _update(copy.deepcopy(tiny_model), rollout, s)
     ((logp, old),) = calls
@@ -130,7 +119,7 @@ def test_a_minibatch_without_loss_tokens_takes_no_adamw_step(tiny_model, rollout
     # decay. A mini-batch with no loss token (every row filtered) must leave them as they are
     model = copy.deepcopy(tiny_model)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1)
-    s = _settings()
+    s = settings()
     _update(model, rollout, s, opt=opt)  # a real step: AdamW now holds momentum
     before = [p.detach().clone() for p in model.parameters()]
     out = _update(model, rollout, s, opt=opt, loss_mask=torch.zeros_like(rollout.mask))
