@@ -20,6 +20,7 @@ from dataclasses import dataclass, fields
 import torch
 
 from dapo_rl import dist
+from dapo_rl.rollout.lean import LeanDecoder, unsupported
 
 
 @dataclass
@@ -119,7 +120,9 @@ def eos_ids(model, tokenizer) -> list[int]:
 class HFEngine:
     """Samples completions from a transformers causal LM, in batches."""
 
-    def __init__(self, model, tokenizer, *, batch_size: int = 64, autocast_dtype=None):
+    def __init__(
+        self, model, tokenizer, *, batch_size: int = 64, autocast_dtype=None, lean: bool = True
+    ):
         self.model = model
         self.tokenizer = tokenizer
         self.batch_size = batch_size
@@ -129,6 +132,10 @@ class HFEngine:
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_id
         # FSDP: every forward gathers weights from all ranks, so the ranks decode in lockstep
         self.lockstep = dist.model_is_sharded(model)
+        # why the lean decode step (rollout/lean.py) is not used; None when it is
+        self.lean_off = (
+            "switched off" if not lean else "autocast" if autocast_dtype else unsupported(model)
+        )
 
     def _finished(self, all_done: bool) -> bool:
         """Every row has ended (on every rank, when the ranks decode in lockstep)."""
@@ -248,6 +255,8 @@ class HFEngine:
         # Each prompt is prefilled once; its KV cache is then shared by its n completions.
         logits, attn, step_pos = (x.repeat_interleave(n, 0) for x in (logits, attn, step_pos))
         cache.batch_repeat_interleave(n)
+        if self.lean_off is None:  # the cache moves into preallocated buffers
+            cache = LeanDecoder(self.model, cache, attn.shape[1] + max_new_tokens)
         ids, prompt_mask = ids.repeat_interleave(n, 0), prompt_mask.repeat_interleave(n, 0)
         batch = ids.shape[0]
         # Decoding runs on the rows still going: a row that ended leaves the batch (its cache
@@ -257,7 +266,9 @@ class HFEngine:
         tokens_out, logp_out, mask_out = [], [], []
         tok, eos = None, self.eos_ids.to(dev)
         for _ in range(max_new_tokens):
-            if tok is not None:
+            if isinstance(cache, LeanDecoder):
+                logits = logits if tok is None else cache.step(tok, step_pos, attn)
+            elif tok is not None:
                 logits = self._forward(
                     input_ids=tok[:, None],
                     attention_mask=attn,
@@ -277,7 +288,10 @@ class HFEngine:
                 break
             if n_done < len(done) and n_done * 4 >= len(done):
                 keep = (~done).nonzero()[:, 0]
-                cache.batch_select_indices(keep)
+                if isinstance(cache, LeanDecoder):
+                    cache.select(keep)
+                else:
+                    cache.batch_select_indices(keep)
                 rows, tok, done, attn, step_pos = (
                     x[keep] for x in (rows, tok, done, attn, step_pos)
                 )
