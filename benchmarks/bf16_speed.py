@@ -7,9 +7,10 @@ Everything runs in one process, each comparison alternating its variants round b
 that the ratios hold on a loaded machine even where the absolute numbers do not:
 1. peaks: ``dapo_rl.perf.matmul_peaks`` (``torch.mm`` 2048^2, float32 and bfloat16) and a
    training-shaped linear layer (3000 x 576 -> 1536, SmolLM2's MLP width), per dtype;
-2. sampling: ``HFEngine.generate`` from the float32 model, from a bf16 working copy
-   (``train/precision.py``) and under bf16 autocast (what ``model.dtype=bfloat16`` did
-   before): tokens/s and MFU against the peak of the dtype used;
+2. sampling: ``HFEngine.generate`` from the float32 model and from a bf16 working copy
+   (``train/precision.py``), each decoding with the model's forward and with the lean step
+   (``rollout/lean.py``; "float32" is the model's forward, the engine before the lean step):
+   tokens/s and MFU against the peak of the dtype used;
 3. update: ``policy_update`` (K mini-batches, the defaults' micro-batching) on one rollout,
    float32 against the bf16 working copy: seconds and MFU against each dtype's peak;
 4. decode overhead: the time per decode step at batch 1 (almost no arithmetic: what is left
@@ -98,7 +99,7 @@ def _sampling(engines: dict, prompts_of, args, shape, peaks) -> dict:
 def _per_step_ms(engine, prompt: str, rows: int, tokens: int) -> float:
     """Milliseconds per decode step: ``tokens`` forced steps minus a 1-token run's prefill."""
     g = torch.Generator().manual_seed(0)
-    eos, engine.eos_id = engine.eos_id, -1  # no row ends early: exactly ``tokens`` steps
+    eos, engine.eos_ids = engine.eos_ids, torch.tensor([-1])  # no row ends: ``tokens`` steps
     try:
         times = []
         for n in (1, tokens):
@@ -106,7 +107,7 @@ def _per_step_ms(engine, prompt: str, rows: int, tokens: int) -> float:
             engine.generate([prompt], n=rows, max_new_tokens=n, generator=g)
             times.append(time.perf_counter() - t)
     finally:
-        engine.eos_id = eos
+        engine.eos_ids = eos
     return 1000 * (times[1] - times[0]) / (tokens - 1)
 
 
@@ -205,10 +206,11 @@ def main() -> int:
         chunk = pool[r * args.prompts : (r + 1) * args.prompts]
         return [build_prompt(tok, ex.problem, "dapo_oneshot") for ex in chunk]
 
-    engines = {
-        "float32": HFEngine(model, tok),
-        "bf16_working_copy": HFEngine(working, tok),
-        "bf16_autocast": HFEngine(model, tok, autocast_dtype=torch.bfloat16),
+    engines = {  # "float32": the model's forward at every step, as before the lean step
+        "float32": HFEngine(model, tok, lean=False),
+        "float32_lean": HFEngine(model, tok),
+        "bf16_working_copy": HFEngine(working, tok, lean=False),
+        "bf16_lean": HFEngine(working, tok),
     }
     _say("sampling")
     sampling = _sampling(engines, prompts_of, args, shape, peaks)
@@ -224,7 +226,7 @@ def main() -> int:
             f"batch_{rows}": _per_step_ms(engines[name], prompts_of(0)[0], rows, steps)
             for rows in (1, args.prompts * args.group)
         }
-        for name in ("float32", "bf16_working_copy")
+        for name in engines
     }
     per_threads = {}
     for n in [int(t) for t in args.threads.split(",") if t.strip()]:
@@ -233,11 +235,11 @@ def main() -> int:
         per_threads[n] = {
             "mm_2048_gflops": {k: v / 1e9 for k, v in matmul_peaks().items()},
             "bf16_sampling": _sampling(
-                {"bf16_working_copy": engines["bf16_working_copy"]}, prompts_of, args, shape, peaks
-            )["bf16_working_copy"]["tokens_per_s"],
+                {"bf16_lean": engines["bf16_lean"]}, prompts_of, args, shape, peaks
+            )["bf16_lean"]["tokens_per_s"],
         }
     torch.set_num_threads(threads)
-    profile = [] if args.no_profile else _profile(engines["bf16_working_copy"], prompts_of(0), args)
+    profile = [] if args.no_profile else _profile(engines["bf16_lean"], prompts_of(0), args)
     summary = {
         "command": "python benchmarks/bf16_speed.py " + " ".join(sys.argv[1:]),
         "settings": vars(args) | {"torch_threads": threads},
@@ -247,10 +249,10 @@ def main() -> int:
         "peaks_gflops": {k: {d: v / 1e9 for d, v in m.items()} for k, m in peaks.items()},
         "bf16_over_fp32_mm_peak": peaks["mm_2048"]["bfloat16"] / peaks["mm_2048"]["float32"],
         "sampling": sampling,
-        "bf16_sampling_speedup": sampling["bf16_working_copy"]["tokens_per_s"]
-        / sampling["float32"]["tokens_per_s"],
-        "autocast_sampling_speedup": sampling["bf16_autocast"]["tokens_per_s"]
-        / sampling["float32"]["tokens_per_s"],
+        "sampling_speedup_over_float32": {
+            name: row["tokens_per_s"] / sampling["float32"]["tokens_per_s"]
+            for name, row in sampling.items()
+        },
         "update": update,
         "bf16_update_speedup": update["float32"]["s"] / update["bfloat16"]["s"],
         "decode_step_ms": overhead,

@@ -8,6 +8,7 @@ import math
 import re
 
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -559,3 +560,22 @@ def test_a_long_wrong_value_is_shown_shortened():
     with pytest.raises(DapoError) as e:
         build(overrides={"train.lr": list(range(100_000))})
     assert len(str(e.value)) < 200
+
+
+@pytest.mark.parametrize(("units", "dtype"), [(True, "bfloat16"), (False, "float32")])
+def test_auto_dtype_is_bf16_only_on_bf16_matrix_units(monkeypatch, units, dtype):
+    from dapo_rl import perf
+
+    monkeypatch.setattr(perf, "has_bf16_units", lambda: units)
+    cfg = config.build(overrides={"model.dtype": "auto"})
+    assert cfg.model.dtype == dtype  # the saved config names the dtype it ran in
+    assert config.to_dict(cfg)["model"]["dtype"] == dtype
+
+
+def test_has_bf16_units_reads_the_cpu_flags(monkeypatch):
+    from dapo_rl import perf
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for amx in (True, False):
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda amx=amx: amx)
+        assert perf.has_bf16_units() is amx

@@ -45,8 +45,9 @@ class ModelConfig:
     )
     dtype: str = _f(
         "float32",
-        "compute dtype: float32, or bfloat16 (float32 master weights and AdamW state, a "
-        "bfloat16 working copy refreshed once per optimizer step; FSDP: autocast)",
+        "compute dtype: float32, bfloat16 (float32 master weights and AdamW state, a "
+        "bfloat16 working copy refreshed once per optimizer step; FSDP: autocast), or auto "
+        "(bfloat16 on a GPU with bf16 or a CPU with AMX matrix units, else float32)",
     )
     lora_rank: int = _f(0, "LoRA adapter rank (PEFT); 0 trains every weight")
     lora_alpha: float = _f(32.0, "LoRA scaling numerator: the update is scaled by alpha / rank")
@@ -99,6 +100,11 @@ class RolloutConfig:
     top_p: float = _f(1.0, "nucleus sampling threshold")
     batch_size: int = _f(64, "most sequences generated in one batch")
     engine: str = _f("hf", "sampler: hf (the training model itself) or vllm (GPU, dapo-rl[vllm])")
+    lean_decode: bool = _f(
+        True,
+        "hf engine: decode Llama/Mistral/Qwen2 with the lean step (rollout/lean.py) instead "
+        "of the model's forward; other models always use the forward",
+    )
     vllm_memory: float = _f(
         0.3, "vLLM gpu_memory_utilization: share of GPU memory it takes (weights and KV cache)"
     )
@@ -469,6 +475,11 @@ def build(
         if f.default_factory is not dataclasses.MISSING
     }
     cfg = Config(**sections, **top)
+    if cfg.model.dtype == "auto":  # resolved once here, so the saved config names the dtype
+        from dapo_rl.perf import auto_dtype
+
+        model = dataclasses.replace(cfg.model, dtype=auto_dtype())
+        cfg = dataclasses.replace(cfg, model=model)
     validate(cfg)
     return cfg
 
@@ -552,7 +563,7 @@ def validate(cfg: Config) -> None:
         (t.max_tokens_per_micro_batch >= 0, "train.max_tokens_per_micro_batch must be >= 0"),
         (t.logits_chunk >= 0, "train.logits_chunk must be >= 0"),
         (t.max_skipped_steps >= 0, "train.max_skipped_steps must be >= 0"),
-        (cfg.model.dtype in ("float32", "bfloat16"), "model.dtype must be float32 or bfloat16"),
+        (cfg.model.dtype in ("float32", "bfloat16"), "model.dtype must be float32, bfloat16 or auto"),
         (cfg.model.lora_rank >= 0, "model.lora_rank must be >= 0"),
         (cfg.model.lora_alpha > 0, "model.lora_alpha must be > 0"),
         (r.engine in ("hf", "vllm"), "rollout.engine must be hf or vllm"),

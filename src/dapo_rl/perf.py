@@ -116,6 +116,19 @@ def matmul_peak(n: int = 2048, repeats: int = 5, dtype: torch.dtype = torch.floa
 PEAK_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
+def has_bf16_units() -> bool:
+    """Whether this machine multiplies bf16 matrices in dedicated units: a CUDA GPU that
+    supports bf16 (compute capability 8.0 or later), or a CPU with Intel AMX tiles."""
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    return bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
+
+
+def auto_dtype() -> str:
+    """``model.dtype=auto``: bfloat16 where the matrix units make it fast, else float32."""
+    return "bfloat16" if has_bf16_units() else "float32"
+
+
 def matmul_peaks(n: int = 2048, repeats: int = 5) -> dict[str, float]:
     """The ``matmul_peak`` of each of ``PEAK_DTYPES`` on this machine, in FLOP/s, by name.
 

@@ -18,5 +18,9 @@ def make_engine(cfg, model, tokenizer, *, autocast_dtype=None):
 
         return VLLMEngine(tokenizer, VLLMSettings.from_config(cfg))
     return HFEngine(
-        model, tokenizer, batch_size=cfg.rollout.batch_size, autocast_dtype=autocast_dtype
+        model,
+        tokenizer,
+        batch_size=cfg.rollout.batch_size,
+        autocast_dtype=autocast_dtype,
+        lean=cfg.rollout.lean_decode,
     )
