@@ -563,7 +563,10 @@ def validate(cfg: Config) -> None:
         (t.max_tokens_per_micro_batch >= 0, "train.max_tokens_per_micro_batch must be >= 0"),
         (t.logits_chunk >= 0, "train.logits_chunk must be >= 0"),
         (t.max_skipped_steps >= 0, "train.max_skipped_steps must be >= 0"),
-        (cfg.model.dtype in ("float32", "bfloat16"), "model.dtype must be float32, bfloat16 or auto"),
+        (
+            cfg.model.dtype in ("float32", "bfloat16"),
+            "model.dtype must be float32, bfloat16 or auto",
+        ),
         (cfg.model.lora_rank >= 0, "model.lora_rank must be >= 0"),
         (cfg.model.lora_alpha > 0, "model.lora_alpha must be > 0"),
         (r.engine in ("hf", "vllm"), "rollout.engine must be hf or vllm"),
