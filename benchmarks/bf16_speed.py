@@ -12,7 +12,8 @@ that the ratios hold on a loaded machine even where the absolute numbers do not:
    (``rollout/lean.py``; "float32" is the model's forward, the engine before the lean step):
    tokens/s and MFU against the peak of the dtype used;
 3. update: ``policy_update`` (K mini-batches, the defaults' micro-batching) on one rollout,
-   float32 against the bf16 working copy: seconds and MFU against each dtype's peak;
+   float32 against the bf16 working copy, with fused AdamW at lr 0 (the run's optimizer
+   doing its work, the weights kept): seconds and MFU against each dtype's peak;
 4. decode overhead: the time per decode step at batch 1 (almost no arithmetic: what is left
    is Python, dispatch and allocation) and at batch P*G, per precision, and the profiler's
    top operators of one bf16 generation;
@@ -112,7 +113,8 @@ def _per_step_ms(engine, prompt: str, rows: int, tokens: int) -> float:
 
 
 def _update(models: dict, rollout, args, shape, peaks, rounds: int) -> dict:
-    """``policy_update`` over one rollout per model, alternating; seconds and MFU."""
+    """``policy_update`` over one rollout per precision (``train/precision.py``),
+    alternating; seconds and MFU."""
     from dapo_rl.config import build
     from dapo_rl.perf import TRAIN_FACTOR, batch_flops, mfu
     from dapo_rl.train.update import UpdateSettings, batched_logprobs, policy_update
@@ -126,8 +128,10 @@ def _update(models: dict, rollout, args, shape, peaks, rounds: int) -> dict:
     best = {name: float("inf") for name in models}
     for r in range(rounds + 1):
         for name in list(models)[:: 1 if r % 2 == 0 else -1]:
-            compute, master = models[name]
-            opt = torch.optim.SGD(master.parameters(), lr=0.0)  # time the work, keep weights
+            compute, master = models[name].working, models[name].master
+            # the run's optimizer (loop.build_state: fused AdamW); lr 0 keeps the weights
+            opt = torch.optim.AdamW(master.parameters(), lr=0.0, fused=True)
+            models[name].attach(opt)  # bf16: the working copy is refreshed after each step
             sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
             old = batched_logprobs(compute, rollout, s)
             t = time.perf_counter()
@@ -198,7 +202,8 @@ def main() -> int:
     tok = load_tokenizer(args.model)
     model = load_model(args.model)
     shape = ModelShape.from_config(model.config)
-    working = Precision(model, torch.bfloat16).working
+    precision = Precision(model, torch.bfloat16)
+    working = precision.working
     task = Arithmetic(1, 20, 2, "+")
     pool = task.held_out(0, args.prompts * (args.rounds + 1))
 
@@ -217,7 +222,7 @@ def main() -> int:
     rollout, _ = _sample(engines["float32"], prompts_of(0), args, seed=0)
     _say("update")
     update = _update(
-        {"float32": (model, model), "bfloat16": (working, model)}, rollout, args, shape, peaks, 1
+        {"float32": Precision(model), "bfloat16": precision}, rollout, args, shape, peaks, 1
     )
     _say("decode step overhead")
     steps = min(args.max_new_tokens, 16)

@@ -207,6 +207,28 @@ def test_a_bf16_step_refreshes_once_per_optimizer_step(tmp_path):
     assert taken[0] == 2 and state.precision.refreshes == 2
     assert metrics["grad/skipped_steps"] == 0
     assert all(q.dtype == torch.float32 for q in state.model.parameters())
+    assert state.optimizer.defaults["fused"]  # one pass per parameter (loop.build_state)
+
+
+def test_fused_adamw_steps_the_master_as_the_default_adamw_does(tiny_model, rollout):
+    # the fused kernel is the same arithmetic in one pass: equal weights and moments after
+    # three bf16 steps, up to float32 rounding of the reordered operations
+    adv = torch.randn(len(rollout), generator=torch.Generator().manual_seed(1))
+    runs = []
+    for fused in (False, True):
+        master = copy.deepcopy(tiny_model)
+        p = Precision(master, torch.bfloat16)
+        opt = torch.optim.AdamW(master.parameters(), lr=1e-2, weight_decay=0.1, fused=fused)
+        p.attach(opt)
+        _update(p.working, opt, rollout, settings(mini_batches=3), adv)
+        runs.append((master, opt, p))
+    (m0, o0, p0), (m1, o1, p1) = runs
+    for a, b in zip(m0.parameters(), m1.parameters(), strict=True):
+        assert float((a - b).abs().max()) < 1e-6
+        assert torch.allclose(o0.state[a]["exp_avg_sq"], o1.state[b]["exp_avg_sq"], rtol=1e-5)
+    assert p0.refreshes == p1.refreshes == 3
+    for w, m in zip(p1.working.parameters(), m1.parameters(), strict=True):
+        assert torch.equal(w, m.to(torch.bfloat16))  # the refresh copied every weight
 
 
 def test_fsdp_keeps_one_model_and_autocast(tmp_path):
