@@ -58,6 +58,8 @@ def _run(dtype: str, seed: int, extra: list[str], gain: float) -> dict:
     evals = [(r["step"], r["eval/acc"]) for r in recs if "eval/acc" in r]
     steps = [r for r in recs if r["step"] > 0]
     step_at, train_s = time_to_gain(recs, gain)
+    # the wall clock of the run at that evaluation (loading and evaluations included)
+    run_s = next((r.get("time/run") for r in recs if r["step"] == step_at), None)
     return {
         "dtype": dtype,
         "seed": seed,
@@ -74,6 +76,7 @@ def _run(dtype: str, seed: int, extra: list[str], gain: float) -> dict:
         else None,
         "step_reaching_gain": step_at,
         "train_s_to_gain": train_s,
+        "wall_s_to_gain": run_s,
     }
 
 
@@ -101,7 +104,7 @@ def main() -> int:
     per_dtype = {
         d: {
             key: _spread([r[key] for r in runs if r["dtype"] == d])
-            for key in ("wall_s", "gain_points", "mean_step_s", "train_s_to_gain")
+            for key in ("wall_s", "gain_points", "mean_step_s", "train_s_to_gain", "wall_s_to_gain")
         }
         | {
             "reached_gain": sum(
@@ -110,13 +113,17 @@ def main() -> int:
         }
         for d in DTYPES
     }
-    print("\n| dtype | seed | wall s | gain pts | s/step | step at +gain | train s to +gain |")
-    print("|---|---|---|---|---|---|---|")
+    print(
+        "\n| dtype | seed | wall s | gain pts | s/step | step at +gain | train s to +gain "
+        "| wall s to +gain |\n|---|---|---|---|---|---|---|---|"
+    )
     for r in runs:
-        to_gain = "-" if r["train_s_to_gain"] is None else f"{r['train_s_to_gain']:.0f}"
+        train_s, wall_s = (
+            "-" if r[k] is None else f"{r[k]:.0f}" for k in ("train_s_to_gain", "wall_s_to_gain")
+        )
         print(
             f"| {r['dtype']} | {r['seed']} | {r['wall_s']:.0f} | {r['gain_points']:+.1f} | "
-            f"{r['mean_step_s'] or 0:.1f} | {r['step_reaching_gain']} | {to_gain} |"
+            f"{r['mean_step_s'] or 0:.1f} | {r['step_reaching_gain']} | {train_s} | {wall_s} |"
         )
     summary = {
         "command": "python benchmarks/bf16_learning.py " + " ".join(sys.argv[1:]),

@@ -45,6 +45,12 @@ def test_run_writes_config_metrics_and_checkpoint(tmp_path):
     for r in records[1:]:
         missing = [k for k in REQUIRED if k not in r]
         assert not missing, missing
+    # the run's wall clock: loading included, so positive at step 0, then rising by at
+    # least each step's own time
+    clock = [r["time/run"] for r in records]
+    assert clock[0] > 0
+    for before, r in zip(clock, records[1:], strict=False):
+        assert r["time/run"] >= before + r["time/step"]
     saved = (run / "config.yaml").read_text()
     assert "tiny-random" in saved and "length_parity" in saved
     ckpt = run / "checkpoints" / "step_000002"
