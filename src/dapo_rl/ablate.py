@@ -40,10 +40,10 @@ BUDGET = {"train.steps": 12, "eval.every": 0, "eval.size": 100}
 # Built-in tasks (``--task``): overrides under every row, before the command line's.
 # ``arithmetic`` is the quick default (config defaults: sums up to 20, ~17-token completions,
 # almost nothing truncated, so the overlong rows have nothing to act on). ``tight`` is the
-# same sums under a generation limit that cuts a written answer "a + b = c.\nAnswer: c" of
-# two-digit numbers before its EOS, calibrated on SmolLM2-135M-Instruct so that the untrained
-# policy truncates some completions, some of them already right (DAPO's truncation noise),
-# and correct and wrong completions differ in length (benchmarks/calibrate.py,
+# same sums under a generation limit just above "a + b = c.\nAnswer: c" (~17 tokens, one per
+# digit): on SmolLM2-135M-Instruct the untrained policy is 41% right and 13% of its
+# completions are cut, some of them already right (DAPO's truncation noise); correct and
+# wrong completions do not differ in length (benchmarks/calibrate.py,
 # benchmarks/results/calibration_task_tight.json, docs/results.md).
 TASKS: dict[str, dict[str, Any]] = {
     "arithmetic": {},
