@@ -7,16 +7,18 @@
 For each prompt template and generation limit: greedy accuracy on held-out problems, and at
 temperature 1.0 over G samples per problem the mean accuracy, the share of zero-variance
 groups (all right or all wrong: what dynamic sampling throws away), the length distribution,
-the truncation rate, the mean length of correct and of wrong completions and the accuracy of
-truncated ones. Groups need variance for GRPO to learn, so a task should land at roughly
-15-50% sampled accuracy; DAPO's length fixes need truncation to act on. Prints a markdown
-table; saves the rows under benchmarks/results/.
+the truncation rate, the mean length of correct and of wrong completions, the accuracy of
+truncated ones and the share of truncated ones that had already written the right number
+(cut off on the way to a right answer). Groups need variance for GRPO to learn, so a task
+should land at roughly 15-50% sampled accuracy; DAPO's length fixes need truncation to act
+on. Prints a markdown table; saves the rows under benchmarks/results/.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -54,6 +56,11 @@ def sampled_stats(engine, tok, problems, template: str, max_new: int, g: int) ->
     lens, trunc = ro.lengths.float(), ro.truncated.bool()
     groups = acc.view(-1, g).bool()
     right = acc.bool()
+    # "on the way": a whole number equal to the answer already written ("12 + 7 = 19.\nAns")
+    pairs = zip(texts, refs, strict=True)
+    has_ref = torch.tensor(
+        [re.search(rf"(?<!\d){re.escape(r)}(?!\d)", t) is not None for t, r in pairs]
+    )
 
     def mean(x: torch.Tensor):
         return round(float(x.mean()), 3) if len(x) else None
@@ -69,6 +76,7 @@ def sampled_stats(engine, tok, problems, template: str, max_new: int, g: int) ->
         "len_correct": mean(lens[right]),
         "len_wrong": mean(lens[~right]),
         "acc_of_truncated": mean(acc[trunc]),
+        "truncated_with_answer": mean(has_ref[trunc].float()),
     }
 
 

@@ -9,7 +9,16 @@ from pathlib import Path
 import pytest
 from tiny_run import TINY_RUN
 
-from dapo_rl.ablate import EXPERIMENTS, aggregate_rows, rows, run_ablation, summarize_run
+from dapo_rl.ablate import (
+    EXPERIMENTS,
+    TASKS,
+    aggregate_rows,
+    plan,
+    rows,
+    run_ablation,
+    summarize_run,
+    task_overrides,
+)
 from dapo_rl.config import build
 from dapo_rl.errors import DapoError
 
@@ -122,3 +131,32 @@ def test_an_unfinished_run_resumes(tmp_path, monkeypatch):
     run_ablation(tmp_path, overrides, experiment="token_loss")  # longer budget: resumes
     steps = [json.loads(x)["step"] for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert steps.count(1) == 1 and steps[-1] == 2
+
+
+def test_the_task_option_puts_its_overrides_under_every_row(tmp_path):
+    tight = task_overrides("tight")
+    assert tight and tight == TASKS["tight"]
+    runs = plan(tmp_path, "clip_higher", [0, 1], {"train.steps": 3}, task="tight")
+    assert len(runs) == 4
+    for values in runs:
+        cfg = build(overrides=values)
+        for key, value in tight.items():
+            section, field = key.split(".")
+            assert getattr(getattr(cfg, section), field) == value, key
+        assert cfg.train.steps == 3
+    mine = plan(tmp_path, "clip_higher", [0], {"rollout.max_new_tokens": 40}, task="tight")
+    assert build(overrides=mine[0]).rollout.max_new_tokens == 40  # the command line wins
+    quick = plan(tmp_path, "clip_higher", [0], {})  # the default task is the config's defaults
+    assert build(overrides=quick[0]).data == build().data
+    with pytest.raises(DapoError, match="unknown task 'nope': use one of arithmetic, tight"):
+        plan(tmp_path, "clip_higher", [0], {}, task="nope")
+
+
+def test_a_bad_task_is_one_error_line_and_writes_nothing(tmp_path, capsys):
+    from dapo_rl import cli
+
+    out = tmp_path / "abl"
+    rc = cli.main(["ablate", "--task", "nope", "--out", str(out)])
+    err = capsys.readouterr().err.splitlines()
+    assert rc == 2 and err == ["error: unknown task 'nope': use one of arithmetic, tight"]
+    assert not out.exists()

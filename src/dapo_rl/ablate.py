@@ -37,6 +37,18 @@ from dapo_rl.report.stats import excludes_zero, mean_interval, paired_difference
 
 # The default budget of every run (any key can be overridden on the command line).
 BUDGET = {"train.steps": 12, "eval.every": 0, "eval.size": 100}
+# Built-in tasks (``--task``): overrides under every row, before the command line's.
+# ``arithmetic`` is the quick default (config defaults: sums up to 20, ~17-token completions,
+# almost nothing truncated, so the overlong rows have nothing to act on). ``tight`` is the
+# same sums under a generation limit just above "a + b = c.\nAnswer: c" (~17 tokens, one per
+# digit): on SmolLM2-135M-Instruct the untrained policy is 41% right and 13% of its
+# completions are cut, some of them already right (DAPO's truncation noise); correct and
+# wrong completions do not differ in length (benchmarks/calibrate.py,
+# benchmarks/results/calibration_task_tight.json, docs/results.md).
+TASKS: dict[str, dict[str, Any]] = {
+    "arithmetic": {},
+    "tight": {"rollout.max_new_tokens": 18, "algo.overlong_buffer": 4},
+}
 NAIVE_GRPO = {
     "preset": "grpo",
     "algo.kl_coef": 0.0,  # DAPO removes the KL term (section 2.3); so do all rows
@@ -79,6 +91,13 @@ RUN_METRICS = (
     ("train_acc", "acc/mean", "mean"),
 )
 CURVES = ("entropy/mean", "acc/mean", "len/mean", "len/truncated_frac", "ds/zero_var_frac")
+
+
+def task_overrides(task: str) -> dict[str, Any]:
+    """The overrides of a built-in task (``TASKS``)."""
+    if task not in TASKS:
+        raise DapoError(f"unknown task {task!r}: use one of {', '.join(TASKS)}")
+    return dict(TASKS[task])
 
 
 def rows(experiment: str = "cumulative") -> list[tuple[str, dict[str, Any]]]:
@@ -141,13 +160,15 @@ def _run_one(overrides: dict[str, Any]) -> str:
     return cfg.run.dir
 
 
-def plan(out_dir: Path, experiment: str, seeds: list[int], overrides: dict) -> list[dict]:
+def plan(
+    out_dir: Path, experiment: str, seeds: list[int], overrides: dict, task: str = "arithmetic"
+) -> list[dict]:
     """Every run's full overrides, row by row and seed by seed (validated, nothing run)."""
-    runs = []
+    runs, base = [], {**BUDGET, **task_overrides(task)}
     for i, (name, row) in enumerate(rows(experiment)):
         for seed in seeds:
             run_dir = out_dir / f"{i}_{name.strip('+')}" / f"seed{seed}"
-            values = {**BUDGET, **row, **overrides, "run.seed": seed, "run.dir": str(run_dir)}
+            values = {**base, **row, **overrides, "run.seed": seed, "run.dir": str(run_dir)}
             config_mod.build(overrides=values)  # a bad key fails before any run starts
             runs.append(values)
     return runs
@@ -220,12 +241,13 @@ def run_ablation(
     seeds: list[int] | None = None,
     experiment: str = "cumulative",
     jobs: int = 1,
+    task: str = "arithmetic",
 ) -> dict[str, Any]:
     """Run (or resume) every row with every seed; writes and returns the ablation JSON."""
     from dapo_rl.report import write_report
 
     seeds = seeds or [0]
-    runs = plan(out_dir, experiment, seeds, overrides)
+    runs = plan(out_dir, experiment, seeds, overrides, task)
     out_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     _execute(runs, jobs)
@@ -238,10 +260,11 @@ def run_ablation(
         )
     result = {
         "title": f"DAPO ablation: {experiment}",
-        "command": f"dapo ablate --experiment {experiment} --seeds {len(seeds)}",
+        "command": f"dapo ablate --experiment {experiment} --task {task} --seeds {len(seeds)}",
         "experiment": experiment,
+        "task": task,
         "seeds": seeds,
-        "overrides": {**BUDGET, **overrides},
+        "overrides": {**BUDGET, **task_overrides(task), **overrides},
         "metrics": {k: {"label": label, "better": better} for k, label, _, better in COLUMNS},
         "wall_s_this_invocation": round(time.perf_counter() - start, 1),
         "rows": aggregate_rows(names, per_row),

@@ -5,7 +5,7 @@
               [--limit N] [--verifier NAME] [--max-new-tokens N] [--out FILE] [KEY=VALUE ...]
               (KEY: data.*, rewards.*, rollout.* keys, as in train)
     dapo report [RUN_DIR ...] [--ablation results.json] [--out report.html] [--labels a,b]
-    dapo ablate [--out DIR] [--seeds N] [--experiment NAME] [--jobs J] [KEY=VALUE ...]
+    dapo ablate [--out DIR] [--seeds N] [--experiment NAME] [--task NAME] [--jobs J] [KEY=VALUE ...]
     dapo export RUN_DIR --out DIR [--step N]
 
 ``train`` and ``eval`` are thin layers over ``dapo_rl.api`` (``make_config``,
@@ -57,10 +57,15 @@ def _ablate(args: argparse.Namespace) -> None:
         raise DapoError("--seeds and --jobs must be >= 1")
     overrides = dict(config.parse_override(o) for o in args.overrides)
     seeds = list(range(args.seeds))
-    plan(Path(args.out), args.experiment, seeds, overrides)  # every run's config, checked first
+    plan(Path(args.out), args.experiment, seeds, overrides, args.task)  # checked first
     _quiet_libraries()
     result = run_ablation(
-        Path(args.out), overrides, seeds=seeds, experiment=args.experiment, jobs=args.jobs
+        Path(args.out),
+        overrides,
+        seeds=seeds,
+        experiment=args.experiment,
+        jobs=args.jobs,
+        task=args.task,
     )
     print((Path(args.out) / "ablation.md").read_text(), end="")
     print(
@@ -197,6 +202,12 @@ def _parser() -> argparse.ArgumentParser:
         default="cumulative",
         choices=EXPERIMENTS,
         help="cumulative (naive GRPO -> +each fix -> DAPO) or one fix varied on the dapo preset",
+    )
+    a.add_argument(
+        "--task",
+        default="arithmetic",
+        help="built-in task settings under every row: arithmetic (the quick default) or tight "
+        "(the same sums under a generation limit that truncates some completions)",
     )
     a.add_argument("--jobs", type=int, default=1, help="runs trained in parallel processes")
     a.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="budget etc. for every row")
