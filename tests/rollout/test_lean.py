@@ -7,7 +7,7 @@ import torch
 from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
 from dapo_rl.rollout import HFEngine
-from dapo_rl.rollout.lean import LeanDecoder, unsupported
+from dapo_rl.rollout.lean import LeanDecoder, can_prepack, unsupported
 from tests.rollout.tiny_models import lora
 
 SHAPE = dict(
@@ -142,3 +142,19 @@ def test_models_it_cannot_decode_fall_back_with_a_reason(make, reason):
 def test_the_engine_names_why_it_falls_back(tiny_model, tokenizer):
     assert HFEngine(tiny_model, tokenizer, lean=False).lean_off == "switched off"
     assert HFEngine(tiny_model, tokenizer).lean_off is None
+
+
+@pytest.mark.skipif(
+    not can_prepack(torch.zeros(1, dtype=torch.bfloat16)), reason="needs oneDNN (mkldnn) on CPU"
+)
+def test_prepacked_bf16_weights_give_the_same_logits():
+    model = MODELS["qwen2"]().to(torch.bfloat16)
+    ids, mask = _left_padded()
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    cache = DynamicCache()
+    with torch.no_grad():
+        model(input_ids=ids, attention_mask=mask, position_ids=pos, cache=cache)
+    attn, step_pos, tok = torch.cat([mask, mask.new_ones(3, 1)], 1), pos[:, -1:] + 1, ids[:, -1]
+    plain = LeanDecoder(model, cache, 9, prepack=False).step(tok, step_pos, attn)
+    packed = LeanDecoder(model, cache, 9, prepack=True).step(tok, step_pos, attn)
+    torch.testing.assert_close(packed, plain, atol=0, rtol=0)

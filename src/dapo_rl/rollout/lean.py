@@ -10,7 +10,8 @@ This step computes the same function with about 16 calls per layer:
 - the KV cache is preallocated for the prompt plus ``max_new_tokens`` and written in place;
 - attention is two batched products over the cache rows written so far, with the padding
   mask, the softmax in float32 (as the eager attention of transformers does);
-- the residual additions ride on ``addmm``.
+- bf16 weights on a CPU are laid out for the matrix units once per ``generate`` call
+  (oneDNN prepacking); ``F.linear`` would redo that layout on every call.
 The prompt is still prefilled by the model's own forward (one call; shared-prefix
 prefill included) and its cache copied in. ``unsupported`` names what rules a model out
 (another architecture, LoRA adapters, FSDP shards, logit post-processing, dynamic RoPE,
@@ -19,6 +20,8 @@ model's forward. ``tests/rollout/test_lean.py`` pins it to the model's own forwa
 """
 
 from __future__ import annotations
+
+import functools
 
 import torch
 import torch.nn.functional as F
@@ -62,6 +65,25 @@ def _rms_norm(x: torch.Tensor, norm) -> torch.Tensor:
     return F.rms_norm(x, (x.shape[-1],), norm.weight, norm.variance_epsilon)
 
 
+def can_prepack(weight: torch.Tensor) -> bool:
+    """bf16 weights on a CPU with oneDNN: ``F.linear`` re-lays the weight out for the matrix
+    units on every call, which at a few rows costs more than the product itself."""
+    return (
+        weight.dtype == torch.bfloat16
+        and weight.device.type == "cpu"
+        and torch.backends.mkldnn.is_available()
+        and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
+    )
+
+
+def _linear(weight: torch.Tensor, bias: torch.Tensor | None, rows: int, prepack: bool):
+    """``x -> F.linear(x, weight, bias)``; with ``prepack``, the weight laid out once."""
+    if not prepack:
+        return functools.partial(F.linear, weight=weight, bias=bias)
+    packed = torch.ops.mkldnn._reorder_linear_weight(weight, rows)
+    return lambda x: torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
+
+
 class LeanDecoder:
     """Decodes one token per row with the weights ``model`` holds now.
 
@@ -69,11 +91,16 @@ class LeanDecoder:
     repeated per completion), with room for ``capacity`` positions in all.
     """
 
-    def __init__(self, model, cache, capacity: int):
+    def __init__(self, model, cache, capacity: int, prepack: bool | None = None):
         config, body = model.config, model.model
         self.heads, self.kv_heads = config.num_attention_heads, config.num_key_value_heads
         self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
-        self.embed, self.norm, self.head = body.embed_tokens, body.norm, model.lm_head
+        first = cache.layers[0].keys
+        rows, length = first.shape[0], first.shape[2]
+        head = model.lm_head.weight
+        prepack = can_prepack(head) if prepack is None else prepack
+        self.embed, self.norm = body.embed_tokens, body.norm
+        self.head = _linear(head, model.lm_head.bias, rows, prepack)
         rotary = body.rotary_emb
         self.inv_freq, self.rope_scale = rotary.inv_freq.float(), rotary.attention_scaling
         self.layers = []
@@ -84,16 +111,15 @@ class LeanDecoder:
             self.layers.append(
                 (
                     layer.input_layernorm,
-                    torch.cat([p.weight for p in qkv]),
-                    bias,
-                    att.o_proj.weight.t(),
+                    _linear(torch.cat([p.weight for p in qkv]), bias, rows, prepack),
+                    _linear(att.o_proj.weight, None, rows, prepack),
                     layer.post_attention_layernorm,
-                    torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]),
-                    mlp.down_proj.weight.t(),
+                    _linear(
+                        torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]), None, rows, prepack
+                    ),
+                    _linear(mlp.down_proj.weight, None, rows, prepack),
                 )
             )
-        first = cache.layers[0].keys
-        rows, length = first.shape[0], first.shape[2]
         # one (2, rows, kv_heads, capacity, head_dim) tensor per layer: keys, then values
         self.kv = []
         for layer in cache.layers:
@@ -131,10 +157,10 @@ class LeanDecoder:
         bias = torch.zeros(attn.shape, dtype=torch.float32, device=h.device)
         bias = bias.masked_fill(attn == 0, float("-inf"))[:, None, None, :]
         scale = dh**-0.5
-        for (norm1, w_qkv, b_qkv, w_o, norm2, w_gu, w_down), kv in zip(
+        for (norm1, qkv_proj, o_proj, norm2, gate_up, down), kv in zip(
             self.layers, self.kv, strict=True
         ):
-            qkv = F.linear(_rms_norm(h, norm1), w_qkv, b_qkv)
+            qkv = qkv_proj(_rms_norm(h, norm1))
             qk = qkv[:, : (self.heads + self.kv_heads) * dh].view(rows, -1, dh)
             qk = torch.addcmul(qk * cos, qk.roll(half, -1), sin)
             q = qk[:, : self.heads].view(rows, self.kv_heads, groups, dh)
@@ -146,7 +172,7 @@ class LeanDecoder:
             scores = torch.add(bias, torch.matmul(q, keys.transpose(-1, -2)), alpha=scale)
             probs = torch.softmax(scores, -1).to(h.dtype)
             out = torch.matmul(probs, values).view(rows, -1)  # (A, H * dh)
-            h = torch.addmm(h, out, w_o)
-            gate, up = F.linear(_rms_norm(h, norm2), w_gu).chunk(2, -1)
-            h = torch.addmm(h, F.silu(gate) * up, w_down)
+            h = h + o_proj(out)
+            gate, up = gate_up(_rms_norm(h, norm2)).chunk(2, -1)
+            h = h + down(F.silu(gate) * up)
         return self.head(_rms_norm(h, self.norm))
