@@ -49,6 +49,7 @@ BF16 = {"model.dtype": "bfloat16", "train.recompute_old_logprobs": True}
 def _overrides(spec: dict, like_for_like: bool) -> dict:
     out = {
         "model.name": spec["model_dir"],
+        "model.dtype": "float32",  # the like-for-like rows; ours-bf16 sets bfloat16
         "rollout.prompts_per_step": spec["prompts"],
         "rollout.group_size": spec["group"],
         "rollout.max_new_tokens": spec["max_new_tokens"],

@@ -14,6 +14,11 @@ settings.register_profile("ci", derandomize=True)
 if os.environ.get("CI"):
     settings.load_profile("ci")
 
+# model.dtype=auto resolves to float32 in every test and every process a test starts, so
+# the suite computes the same numbers on machines with and without bf16 matrix units
+# (tests of the resolution itself patch dapo_rl.perf.has_bf16_units).
+os.environ["DAPO_RL_BF16_UNITS"] = "0"
+
 # The test models are tiny: one thread avoids thread-pool overhead that dominates their runtime.
 torch.set_num_threads(1)
 

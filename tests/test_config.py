@@ -19,9 +19,15 @@ from dapo_rl.errors import DapoError
 KEYS = [k for k, _ in config.keys()]
 
 
+def _resolved() -> Config:
+    """The defaults as ``build`` returns them: model.dtype=auto resolved (float32 here)."""
+    cfg = Config()
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, dtype="float32"))
+
+
 def _diff(cfg: Config) -> dict:
     """Flattened keys where ``cfg`` differs from the defaults, with cfg's values."""
-    base, new = config.flatten(to_dict(Config())), config.flatten(to_dict(cfg))
+    base, new = config.flatten(to_dict(_resolved())), config.flatten(to_dict(cfg))
     return {k: v for k, v in new.items() if base[k] != v}
 
 
@@ -29,7 +35,8 @@ def _diff(cfg: Config) -> dict:
 
 
 def test_defaults_are_the_dapo_preset():
-    cfg = Config()
+    assert Config().model.dtype == "auto"
+    cfg = _resolved()
     assert config.PRESETS["dapo"] == {}
     assert build() == cfg
     assert build("dapo") == cfg
@@ -575,7 +582,16 @@ def test_auto_dtype_is_bf16_only_on_bf16_matrix_units(monkeypatch, units, dtype)
 def test_has_bf16_units_reads_the_cpu_flags(monkeypatch):
     from dapo_rl import perf
 
+    monkeypatch.delenv("DAPO_RL_BF16_UNITS")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     for amx in (True, False):
         monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda amx=amx: amx)
         assert perf.has_bf16_units() is amx
+
+
+def test_bf16_units_env_overrides_detection(monkeypatch):
+    from dapo_rl import perf
+
+    for value, units in (("0", False), ("1", True)):
+        monkeypatch.setenv("DAPO_RL_BF16_UNITS", value)
+        assert perf.has_bf16_units() is units

@@ -44,7 +44,7 @@ class ModelConfig:
         "model alias (smollm2-135m-instruct, tiny-random), local path or hub id",
     )
     dtype: str = _f(
-        "float32",
+        "auto",
         "compute dtype: float32, bfloat16 (float32 master weights and AdamW state, a "
         "bfloat16 working copy refreshed once per optimizer step; FSDP: autocast), or auto "
         "(bfloat16 on a GPU with bf16 or a CPU with AMX matrix units, else float32)",
@@ -184,7 +184,7 @@ class AlgoConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    steps: int = _f(40, "training steps")
+    steps: int = _f(20, "training steps")
     lr: float = _f(1e-5, "AdamW learning rate after warm-up")
     warmup_steps: int = _f(2, "linear warm-up steps (optimizer steps), then train.lr_schedule")
     lr_schedule: str = _f(
@@ -238,7 +238,7 @@ class TrainConfig:
 @dataclass(frozen=True)
 class EvalConfig:
     every: int = _f(
-        10, "held-out evaluation every N steps (and at start and end); 0 = start and end only"
+        5, "held-out evaluation every N steps (and at start and end); 0 = start and end only"
     )
     size: int = _f(200, "held-out problems")
     path: str | None = _f(

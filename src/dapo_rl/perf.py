@@ -24,6 +24,7 @@ float32 and bfloat16 peaks of the machine it runs on; ``peak_for`` picks one).
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -118,7 +119,14 @@ PEAK_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 def has_bf16_units() -> bool:
     """Whether this machine multiplies bf16 matrices in dedicated units: a CUDA GPU that
-    supports bf16 (compute capability 8.0 or later), or a CPU with Intel AMX tiles."""
+    supports bf16 (compute capability 8.0 or later), or a CPU with Intel AMX tiles.
+
+    ``DAPO_RL_BF16_UNITS=0`` or ``=1`` overrides the detection (the test suite sets 0, so
+    that its runs compute in float32 on every machine).
+    """
+    forced = os.environ.get("DAPO_RL_BF16_UNITS")
+    if forced in ("0", "1"):
+        return forced == "1"
     if torch.cuda.is_available():
         return torch.cuda.is_bf16_supported()
     return bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
