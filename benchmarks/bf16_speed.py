@@ -86,7 +86,7 @@ def _sampling(engines: dict, prompts_of, args, shape, peaks) -> dict:
             t["flops"] += batch_flops(shape, *lens, args.group)
     out = {}
     for name, t in totals.items():
-        dtype = "float32" if name == "float32" else "bfloat16"
+        dtype = "float32" if name.startswith("float32") else "bfloat16"
         out[name] = {
             **t,
             "tokens_per_s": t["tokens"] / t["s"],
