@@ -2,8 +2,9 @@
 
 Decoding one token per row through the transformers forward costs about 60 small operator
 calls per layer (and a ``torch.cat`` that copies the whole KV cache per layer per token), so
-on a CPU a 135M-parameter model spends most of a decode step in dispatch, not arithmetic.
-This step computes the same function with about 16 calls per layer:
+on a CPU a 135M-parameter model spends much of a decode step in dispatch and copies. This
+step computes the same function with about 18 calls per layer (measured gains and limits:
+docs/benchmarks.md, "bfloat16 on the CPU's matrix units"):
 - q, k and v come from one matrix product (their weights stacked once per ``generate``
   call), as do the MLP's gate and up projections;
 - rotary embeddings use ``roll`` with a sign-folded sine, on q and k together;
