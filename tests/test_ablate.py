@@ -57,7 +57,11 @@ def test_cumulative_rows_add_one_switch_each_and_end_at_dapo():
         assert len(diff) == 1, diff
 
 
-@pytest.mark.parametrize("experiment", [e for e in EXPERIMENTS if e != "cumulative"])
+def test_headline_is_the_cumulative_tables_first_and_last_rows():
+    assert rows("headline") == [rows()[0], ("dapo", rows()[-1][1])]
+
+
+@pytest.mark.parametrize("experiment", [e for e in EXPERIMENTS if e not in ("cumulative", "headline")])
 def test_single_fix_experiments_vary_only_their_fix_and_end_at_the_dapo_preset(experiment):
     cfgs = [build(overrides=r) for _, r in rows(experiment)]
     assert cfgs[-1].algo == build().algo or experiment == "overlong"
@@ -131,6 +135,26 @@ def test_an_unfinished_run_resumes(tmp_path, monkeypatch):
     run_ablation(tmp_path, overrides, experiment="token_loss")  # longer budget: resumes
     steps = [json.loads(x)["step"] for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert steps.count(1) == 1 and steps[-1] == 2
+
+
+def test_a_run_directory_of_another_config_is_refused_before_anything_runs(tmp_path, capsys):
+    from dapo_rl import cli
+
+    run_dir = tmp_path / "1_token_mean" / "seed0"
+    run_dir.mkdir(parents=True)
+    mine = plan(tmp_path, "token_loss", [0], {"train.steps": 3})[1]
+    (run_dir / "config.yaml").write_text(
+        json.dumps({k: v for k, v in mine.items() if k != "preset"} | {"preset": "dapo"})
+    )
+    plan(tmp_path, "token_loss", [0], {"train.steps": 5})  # a resumable key may differ
+    with pytest.raises(DapoError, match="holds a run with another config than this row's"):
+        plan(tmp_path, "token_loss", [0], {"train.steps": 3, "train.lr": 2e-5})
+    (run_dir / "config.yaml").write_text("[not a mapping")
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    rc = cli.main(["ablate", "--experiment", "token_loss", "--out", str(tmp_path)])
+    err = capsys.readouterr().err.splitlines()
+    assert rc == 2 and len(err) == 1 and err[0].startswith(f"error: {run_dir} is not a run")
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before
 
 
 def test_the_task_option_puts_its_overrides_under_every_row(tmp_path):

@@ -8,14 +8,18 @@ same seeds, so rows are compared seed by seed (paired differences, ``dapo_rl.rep
 - one experiment per fix where the cumulative table cannot isolate it: the full recipe with
   only that fix switched (``clip_higher``, ``dynamic_sampling``, ``token_loss``,
   ``overlong``), all rows from the same start.
+- ``headline``: the cumulative table's first and last rows only (naive GRPO against full
+  DAPO), a third of the cost per seed, for the seeds a paired interval needs.
 
 For every run it reads the held-out gain and the failure-mode metric of each fix from the
 run's own metrics: entropy over the last quarter of steps (clip-higher), the share of
 zero-variance groups and of generated tokens in them (dynamic sampling), the mean length of
 correct and of wrong completions (token-level loss), the truncation rate and the reward of
 truncated completions (overlong rows). Each run is a run directory under
-``OUT/<row>/seed<S>``; finished runs are not run again and unfinished ones resume, so a
-killed ablation continues where it stopped. Results: ``ablation.json``, ``ablation.md``
+``OUT/<i>_<row>/seed<S>``; finished runs are not run again and unfinished ones resume, so a
+killed ablation continues where it stopped. A run directory already there must hold the
+same config as its row (``checkpoint.config_hash``), so a finished run is never read under
+another row's name; run directories of identical rows may be copied between experiments. Results: ``ablation.json``, ``ablation.md``
 and ``report.html`` in ``OUT``.
 """
 
@@ -77,7 +81,7 @@ SINGLE_FIX: dict[str, list[tuple[str, dict[str, Any]]]] = {
         ("+soft_punishment", {"algo.overlong_shaping": True, "algo.overlong_filter": False}),
     ],
 }
-EXPERIMENTS = ("cumulative", *SINGLE_FIX)
+EXPERIMENTS = ("cumulative", "headline", *SINGLE_FIX)
 
 # Per-run numbers: (name, metrics key, how it is read from the step records).
 RUN_METRICS = (
@@ -104,13 +108,13 @@ def rows(experiment: str = "cumulative") -> list[tuple[str, dict[str, Any]]]:
     """(name, overrides) of each row of ``experiment``."""
     if experiment not in EXPERIMENTS:
         raise DapoError(f"unknown experiment {experiment!r}: use one of {', '.join(EXPERIMENTS)}")
-    if experiment != "cumulative":
+    if experiment in SINGLE_FIX:
         return [(name, dict(change)) for name, change in SINGLE_FIX[experiment]]
     out, current = [], dict(NAIVE_GRPO)
     for name, change in CUMULATIVE:
         current = {**current, **change}
         out.append((name, dict(current)))
-    return out
+    return [out[0], ("dapo", out[-1][1])] if experiment == "headline" else out
 
 
 def _mean(xs: list[float]) -> float | None:
@@ -169,9 +173,28 @@ def plan(
         for seed in seeds:
             run_dir = out_dir / f"{i}_{name.strip('+')}" / f"seed{seed}"
             values = {**base, **row, **overrides, "run.seed": seed, "run.dir": str(run_dir)}
-            config_mod.build(overrides=values)  # a bad key fails before any run starts
+            cfg = config_mod.build(overrides=values)  # a bad key fails before any run starts
+            _check_existing(run_dir, cfg)
             runs.append(values)
     return runs
+
+
+def _check_existing(run_dir: Path, cfg: config_mod.Config) -> None:
+    """A run directory already there must hold this row's config (resumable keys aside)."""
+    from dapo_rl.train.checkpoint import config_hash
+
+    saved = run_dir / "config.yaml"
+    if not saved.exists():
+        return
+    try:
+        theirs = config_mod.from_dict(config_mod.load_yaml(saved))
+    except DapoError as e:
+        raise DapoError(f"{run_dir} is not a run of this ablation: {e}") from None
+    if config_hash(theirs) != config_hash(cfg):
+        raise DapoError(
+            f"{run_dir} holds a run with another config than this row's; "
+            "use another --out or remove it"
+        )
 
 
 def _execute(runs: list[dict], jobs: int) -> None:

@@ -201,7 +201,8 @@ def _parser() -> argparse.ArgumentParser:
         "--experiment",
         default="cumulative",
         choices=EXPERIMENTS,
-        help="cumulative (naive GRPO -> +each fix -> DAPO) or one fix varied on the dapo preset",
+        help="cumulative (naive GRPO -> +each fix -> DAPO), headline (naive GRPO vs DAPO "
+        "only) or one fix varied on the dapo preset",
     )
     a.add_argument(
         "--task",
