@@ -19,8 +19,8 @@ truncated completions (overlong rows). Each run is a run directory under
 ``OUT/<i>_<row>/seed<S>``; finished runs are not run again and unfinished ones resume, so a
 killed ablation continues where it stopped. A run directory already there must hold the
 same config as its row (``checkpoint.config_hash``), so a finished run is never read under
-another row's name; run directories of identical rows may be copied between experiments. Results: ``ablation.json``, ``ablation.md``
-and ``report.html`` in ``OUT``.
+another row's name; run directories of identical rows may be copied between experiments.
+Results: ``ablation.json``, ``ablation.md`` and ``report.html`` in ``OUT``.
 """
 
 from __future__ import annotations
