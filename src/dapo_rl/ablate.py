@@ -12,8 +12,9 @@ same seeds, so rows are compared seed by seed (paired differences, ``dapo_rl.rep
   DAPO), a third of the cost per seed, for the seeds a paired interval needs.
 
 For every run it reads the held-out gain and the failure-mode metric of each fix from the
-run's own metrics: entropy over the last quarter of steps (clip-higher), the share of
-zero-variance groups and of generated tokens in them (dynamic sampling), the mean length of
+run's own metrics: entropy over the last quarter of steps and the share of tokens clipped
+at the upper bound (clip-higher), the share of zero-variance groups among those sampled,
+of generated tokens in them and of groups trained on (dynamic sampling), the mean length of
 correct and of wrong completions (token-level loss), the truncation rate and the reward of
 truncated completions (overlong rows). Each run is a run directory under
 ``OUT/<i>_<row>/seed<S>``; finished runs are not run again and unfinished ones resume, so a
@@ -88,6 +89,8 @@ RUN_METRICS = (
     ("entropy_last_quarter", "entropy/mean", "last_quarter"),
     ("zero_var_frac", "ds/zero_var_frac", "mean"),
     ("zero_var_token_frac", "ds/zero_var_token_frac", "mean"),
+    ("trained_zero_var_frac", "ds/trained_zero_var_frac", "mean"),
+    ("clip_high_frac", "clip/high_frac", "mean"),
     ("len_correct", "len/correct_mean", "mean"),
     ("len_wrong", "len/wrong_mean", "mean"),
     ("truncated_frac", "len/truncated_frac", "mean"),
@@ -307,6 +310,8 @@ COLUMNS = (
     ("entropy_last_quarter", "entropy, last quarter", 3, None),
     ("zero_var_frac", "zero-var groups", 3, "min"),
     ("zero_var_token_frac", "tokens in zero-var groups", 3, "min"),
+    ("trained_zero_var_frac", "zero-var groups trained on", 3, "min"),
+    ("clip_high_frac", "tokens clipped above", 4, None),
     ("len_correct", "len correct", 1, None),
     ("len_wrong", "len wrong", 1, None),
     ("truncated_frac", "truncated", 3, "min"),

@@ -127,6 +127,17 @@ def test_without_dynamic_sampling_every_group_is_kept_in_one_round():
     assert st.engine.calls == [2] and len(col.batch) == 2 * G
 
 
+def test_the_share_of_trained_groups_without_variance_is_zero_only_with_dynamic_sampling():
+    from dapo_rl.train.step import _rollout_metrics
+
+    st = _state(["easy", "mixed a"], **{"algo.dynamic_sampling": False})
+    m = _rollout_metrics(collect(st), st.cfg)
+    assert m["ds/trained_zero_var_frac"] == 0.5  # 'easy' is trained on and carries nothing
+    st = _state(["easy", "mixed a", "hard", "mixed b"])
+    m = _rollout_metrics(collect(st), st.cfg)
+    assert m["ds/zero_var_frac"] == 0.5 and m["ds/trained_zero_var_frac"] == 0.0
+
+
 def test_overlong_shaping_adds_the_length_penalty_but_filtering_uses_raw_accuracy():
     # 'long mixed': wrong rows run to 8 tokens = max_new_tokens: penalty -1 (buffer 4)
     st = _state(["long mixed", "mixed"])

@@ -46,6 +46,7 @@ class CollectStats:
     equal_acc: int  # groups of equal acc (= all_correct + all_wrong)
     equal_score: int  # groups of equal verifier score (before overlong shaping)
     kept_groups: int  # groups trained on (carried ones included)
+    trained_equal_acc: int  # groups trained on whose acc is all equal (none with DS)
     gen_tokens: int  # completion tokens generated
     gen_time: float  # seconds in generation
     reward_time: float  # seconds in verification and shaping
@@ -229,6 +230,7 @@ def collect(state) -> Collected:
     parts = carried + dist.pool(kept)
     batch, rewards, accs, carry = _assemble(parts, want * G, n_carry * G, state.engine.pad_id)
     picker.end_step(dist.pool(outcomes), carry, n_carry)
+    trained_equal = _equal_groups(accs, G) if len(accs) else 0  # the whole batch, every rank
     batch, rewards, accs = _share(batch, rewards, accs, G)
     st.update({k: torch.cat(v) for k, v in seen.items()})
     st = dist.reduce_stats(st, max_keys=("rounds", "gen_time", "reward_time"))
@@ -238,6 +240,7 @@ def collect(state) -> Collected:
         **{k: st.pop(k) for k in ("rewards", "scores", "accs", "lengths", "truncated")},
         **st,
         kept_groups=min(n_kept, want),
+        trained_equal_acc=trained_equal,
         picker=picker.metrics(),  # computed from pooled data: not reduced again
     )
     return Collected(batch, rewards, accs, stats)
@@ -290,6 +293,8 @@ def _rollout_metrics(col: Collected, cfg) -> dict[str, float]:
         "ds/all_wrong_frac": st.all_wrong / groups,
         "ds/gen_rounds": st.rounds,
         "ds/kept_groups": st.kept_groups,
+        # groups in the update whose correctness carries no gradient (DAPO 3.2's waste)
+        "ds/trained_zero_var_frac": st.trained_equal_acc / max(st.kept_groups, 1),
         "ds/completions_per_kept_group": generated / max(st.kept_groups, 1),
         "reward/timeouts": st.timeout,
         "reward/errors": st.error + st.nonfinite,
