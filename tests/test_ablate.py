@@ -106,6 +106,36 @@ def test_one_seed_has_a_mean_but_no_interval():
     assert out[1]["diff"]["mean"] == {"x": 1.0} and not out[1]["diff"]["excludes_zero"]["x"]
 
 
+def _row(name, **per_metric):
+    seeds = [{"seed": i, "metrics": {k: v[i] for k, v in per_metric.items()}} for i in range(3)]
+    return {"name": name, "seeds": seeds, "mean": {k: sum(v) / 3 for k, v in per_metric.items()}}
+
+
+def test_verdicts_compare_each_expected_row_with_the_fix_off_seed_by_seed():
+    from dapo_rl.ablate import verdict_table, verdicts
+
+    off = _row("eps_high_0.20", clip_high_frac=[0.1, 0.2, 0.3], entropy_last_quarter=[1, 2, 3])
+    on = _row("eps_high_0.28", clip_high_frac=[0.3, 0.5, 0.6], entropy_last_quarter=[1, 3, 2])
+    found = verdicts("clip_higher", [off, on])
+    assert [(v["metric"], v["expected"]) for v in found] == [
+        ("clip_high_frac", "down"),
+        ("entropy_last_quarter", "up"),
+    ]
+    clip, entropy = found
+    # differences 0.2, 0.3, 0.3: mean 0.2667, s = 0.0577, half-width 4.3027 * s / sqrt(3)
+    assert clip["diff"] == pytest.approx(0.8 / 3)
+    assert clip["ci95"] == pytest.approx([0.8 / 3 - 0.14342, 0.8 / 3 + 0.14342], abs=1e-4)
+    assert clip["verdict"] == "opposite"  # up, where the paper expects down
+    assert entropy["diff"] == 0 and entropy["verdict"] == "no clear change"
+    on["seeds"][2]["metrics"]["entropy_last_quarter"] = 4  # differences 0, 1, 1
+    assert verdicts("clip_higher", [off, on])[1]["verdict"] == "no clear change"
+    for s, d in zip(on["seeds"], (0.9, 1.0, 1.1), strict=True):
+        s["metrics"]["entropy_last_quarter"] = (s["seed"] + 1) + d
+    assert verdicts("clip_higher", [off, on])[1]["verdict"] == "as expected"
+    assert "| eps_high_0.28 vs eps_high_0.20 | clip_high_frac | down:" in verdict_table(found)
+    assert verdicts("cumulative", [off, on]) == []  # no expectation: nothing to judge
+
+
 def test_tiny_seeded_ablation_writes_intervals_and_skips_finished_runs(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(HERE / "train"))
     overrides = {**TINY_RUN, "train.steps": 1, "algo.max_gen_rounds": 2}
@@ -118,6 +148,8 @@ def test_tiny_seeded_ablation_writes_intervals_and_skips_finished_runs(tmp_path,
     assert "eval_acc_end" in first["mean"] and "entropy_last_quarter" in second["diff"]["mean"]
     assert first["seeds"][0]["curves"]["entropy/mean"]["steps"] == [1]
     assert "interval excludes zero" in (tmp_path / "ablation.md").read_text()
+    assert [v["metric"] for v in saved["verdicts"]] == ["clip_high_frac", "entropy_last_quarter"]
+    assert "Against what the paper says" in (tmp_path / "ablation.md").read_text()
     html = (tmp_path / "report.html").read_text()
     assert "eps_high_0.28" in html
     run = tmp_path / "0_eps_high_0.20" / "seed1" / "metrics.jsonl"

@@ -83,6 +83,28 @@ SINGLE_FIX: dict[str, list[tuple[str, dict[str, Any]]]] = {
     ],
 }
 EXPERIMENTS = ("cumulative", "headline", *SINGLE_FIX)
+# What the DAPO paper says each fix does, as (row, metric, +1 up / -1 down, claim): the row
+# is compared seed by seed with its experiment's first row (the fix off).
+EXPECTED: dict[str, list[tuple[str, str, int, str]]] = {
+    "headline": [("dapo", "eval_gain_pts", 1, "DAPO beats naive GRPO (table 1)")],
+    "clip_higher": [
+        ("eps_high_0.28", "clip_high_frac", -1, "fewer tokens are held at the upper clip (3.1)"),
+        ("eps_high_0.28", "entropy_last_quarter", 1, "entropy does not collapse (fig. 2b)"),
+    ],
+    "dynamic_sampling": [
+        ("dapo", "trained_zero_var_frac", -1, "no zero-gradient group is trained on (3.2)"),
+        ("dapo", "eval_gain_pts", 1, "it learns faster (fig. 6)"),
+    ],
+    "token_loss": [
+        ("token_mean", "len_wrong", -1, "long wrong completions are not under-penalised (3.3)"),
+        ("token_mean", "entropy_last_quarter", -1, "no unhealthy entropy rise (fig. 4a)"),
+    ],
+    "overlong": [
+        ("+filter", "eval_gain_pts", 1, "masking truncated samples raises accuracy (fig. 5)"),
+        ("+soft_punishment", "reward_truncated", -1, "truncation is punished by length (3.4)"),
+        ("+soft_punishment", "truncated_frac", -1, "fewer completions reach the limit (3.4)"),
+    ],
+}
 
 # Per-run numbers: (name, metrics key, how it is read from the step records).
 RUN_METRICS = (
@@ -96,6 +118,7 @@ RUN_METRICS = (
     ("truncated_frac", "len/truncated_frac", "mean"),
     ("reward_truncated", "reward/truncated_mean", "mean"),
     ("train_acc", "acc/mean", "mean"),
+    ("gen_tokens", "ds/gen_tokens", "mean"),
 )
 CURVES = ("entropy/mean", "acc/mean", "len/mean", "len/truncated_frac", "ds/zero_var_frac")
 
@@ -295,6 +318,7 @@ def run_ablation(
         "wall_s_this_invocation": round(time.perf_counter() - start, 1),
         "rows": aggregate_rows(names, per_row),
     }
+    result["verdicts"] = verdicts(experiment, result["rows"])
     (out_dir / "ablation.json").write_text(json.dumps(result, indent=1))
     (out_dir / "ablation.md").write_text(table(result))
     first_seed = [Path(r["seeds"][0]["run_dir"]) for r in result["rows"]]
@@ -302,6 +326,58 @@ def run_ablation(
         first_seed, out_dir / "report.html", labels=names, ablation=out_dir / "ablation.json"
     )
     return result
+
+
+def verdicts(experiment: str, rows_: list[dict]) -> list[dict]:
+    """Each of ``EXPECTED[experiment]``: the paired difference row - first row over seeds,
+    its 95% interval, and whether it moved as the paper says (``as expected``), the other
+    way (``opposite``) or not measurably (``no clear change``: the interval holds zero)."""
+    by_name = {r["name"]: r for r in rows_}
+    out = []
+    for row, metric, sign, claim in EXPECTED.get(experiment, []):
+        if row not in by_name:
+            continue
+        first, this = (
+            {s["seed"]: s["metrics"][metric] for s in r["seeds"] if metric in s["metrics"]}
+            for r in (rows_[0], by_name[row])
+        )
+        mean, ci = _interval(paired_differences(first, this))
+        if mean is None:
+            continue
+        if ci and excludes_zero(*ci):
+            verdict = "as expected" if (mean > 0) == (sign > 0) else "opposite"
+        else:
+            verdict = "no clear change"
+        out.append(
+            {
+                "row": row,
+                "vs": rows_[0]["name"],
+                "metric": metric,
+                "expected": "up" if sign > 0 else "down",
+                "claim": claim,
+                "off": by_name[rows_[0]["name"]]["mean"].get(metric),
+                "on": by_name[row]["mean"].get(metric),
+                "diff": mean,
+                "ci95": ci,
+                "verdict": verdict,
+            }
+        )
+    return out
+
+
+def verdict_table(found: list[dict], digits: int = 3) -> str:
+    """Markdown rows of ``verdicts``: what moved, against what the paper says."""
+    lines = [
+        "| row vs fix off | metric | paper: | off | on | on - off [95%] | verdict |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for v in found:
+        lines.append(
+            f"| {v['row']} vs {v['vs']} | {v['metric']} | {v['expected']}: {v['claim']} | "
+            f"{_cell(v['off'], None, digits)} | {_cell(v['on'], None, digits)} | "
+            f"{_cell(v['diff'], v['ci95'], digits)} | {v['verdict']} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 # (metric, label, digits in the table, which direction is better)
@@ -343,4 +419,7 @@ def table(result: dict[str, Any]) -> str:
             star = "*" if diff["excludes_zero"].get(k) else ""
             cells.append(_cell(diff["mean"].get(k), diff["ci95"].get(k), d) + star)
         lines.append(f"| {r['name']} | " + " | ".join(cells) + " |")
+    if result.get("verdicts"):
+        lines += ["", "Against what the paper says each fix does (paired by seed)", ""]
+        lines.append(verdict_table(result["verdicts"]).rstrip("\n"))
     return "\n".join(lines) + "\n"
