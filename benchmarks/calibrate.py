@@ -5,9 +5,10 @@
         --max-new-tokens 24,32,48 --out calibration_steps.json
 
 For each prompt template and generation limit: greedy accuracy on held-out problems, and at
-temperature 1.0 over G samples per problem the mean accuracy, the share of zero-variance
-groups (all right or all wrong: what dynamic sampling throws away), the length distribution,
-the truncation rate, the mean length of correct and of wrong completions, the accuracy of
+each sampling temperature (``--temperatures``, default 1.0) over G samples per problem the
+mean accuracy, the share of zero-variance groups (all right or all wrong: what dynamic
+sampling throws away), the length distribution, the truncation rate, the mean and 90th
+percentile length of correct and of wrong completions, the accuracy of
 truncated ones and the share of truncated ones that had already written the right number
 (cut off on the way to a right answer). Groups need variance for GRPO to learn, so a task
 should land at roughly 15-50% sampled accuracy; DAPO's length fixes need truncation to act
@@ -35,14 +36,16 @@ from dapo_rl.rollout import HFEngine
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def sampled_stats(engine, tok, problems, template: str, max_new: int, g: int) -> dict:
-    """Statistics of G samples per problem at temperature 1.0."""
+def sampled_stats(
+    engine, tok, problems, template: str, max_new: int, g: int, temperature: float = 1.0
+) -> dict:
+    """Statistics of G samples per problem at ``temperature``."""
     prompts = [build_prompt(tok, ex.problem, template) for ex in problems]
     ro = engine.generate(
         prompts,
         n=g,
         max_new_tokens=max_new,
-        temperature=1.0,
+        temperature=temperature,
         top_p=1.0,
         generator=torch.Generator().manual_seed(0),
     )
@@ -75,6 +78,8 @@ def sampled_stats(engine, tok, problems, template: str, max_new: int, g: int) ->
         "truncated_frac": mean(trunc.float()),
         "len_correct": mean(lens[right]),
         "len_wrong": mean(lens[~right]),
+        "len_p90_correct": float(lens[right].quantile(0.9)) if right.any() else None,
+        "len_p90_wrong": float(lens[~right].quantile(0.9)) if (~right).any() else None,
         "acc_of_truncated": mean(acc[trunc]),
         "truncated_with_answer": mean(has_ref[trunc].float()),
     }
@@ -89,6 +94,7 @@ def main() -> int:
     p.add_argument("--ops", default="+")
     p.add_argument("--max-new-tokens", default="64", help="comma-separated generation limits")
     p.add_argument("--group-size", type=int, default=8)
+    p.add_argument("--temperatures", default="1.0", help="comma-separated sampling temperatures")
     p.add_argument("--out", default="calibration.json", help="file name under results/")
     args = p.parse_args()
     tok = models.load_tokenizer("smollm2-135m-instruct")
@@ -103,25 +109,32 @@ def main() -> int:
             greedy = evaluate(
                 engine, tok, problems, "dapo_answer", template=template, max_new_tokens=max_new
             )
-            rows.append(
-                {
-                    "template": template,
-                    "max_new_tokens": max_new,
-                    "greedy_acc": greedy["acc"],
-                    **sampled_stats(engine, tok, problems, template, max_new, g),
-                    "seconds": round(time.perf_counter() - start, 1),
-                }
-            )
-            print(json.dumps(rows[-1]), flush=True)
+            for temp in (float(x) for x in args.temperatures.split(",")):
+                stats = sampled_stats(engine, tok, problems, template, max_new, g, temp)
+                rows.append(
+                    {
+                        "template": template,
+                        "max_new_tokens": max_new,
+                        "temperature": temp,
+                        "greedy_acc": greedy["acc"],
+                        **stats,
+                        "seconds": round(time.perf_counter() - start, 1),
+                    }
+                )
+                print(json.dumps(rows[-1]), flush=True)
+                start = time.perf_counter()
     RESULTS.mkdir(exist_ok=True)
-    settings = {k: v for k, v in vars(args).items() if k not in ("out", "templates")}
+    settings = {
+        k: v for k, v in vars(args).items() if k not in ("out", "templates", "temperatures")
+    }
     (RESULTS / args.out).write_text(json.dumps({**settings, "rows": rows}, indent=2))
-    cols = [k for k in rows[0] if k not in ("template", "max_new_tokens", "seconds")]
-    print("| template | max_new_tokens | " + " | ".join(cols) + " |")
-    print("|---" * (len(cols) + 2) + "|")
+    keys = ("template", "max_new_tokens", "temperature")
+    cols = [k for k in rows[0] if k not in (*keys, "seconds")]
+    print("| template | max_new_tokens | temperature | " + " | ".join(cols) + " |")
+    print("|---" * (len(cols) + 3) + "|")
     for r in rows:
         cells = " | ".join("n/a" if r[c] is None else str(r[c]) for c in cols)
-        print(f"| {r['template']} | {r['max_new_tokens']} | {cells} |")
+        print(f"| {r['template']} | {r['max_new_tokens']} | {r['temperature']} | {cells} |")
     return 0
 
 
