@@ -2,6 +2,7 @@
 exclude zero."""
 
 import json
+import math
 import re
 
 import pytest
@@ -101,6 +102,34 @@ def test_names_from_the_file_are_escaped(tmp_path):
     assert "<h2>&lt;b&gt;t&lt;/b&gt;</h2>" in html
 
 
+VERDICT = {
+    "row": "B",
+    "vs": "A",
+    "metric": "eval_acc_gain",
+    "expected": "up",
+    "claim": "<i>learns</i> faster",
+    "diff": 0.06,
+    "ci95": [0.035, 0.085],
+    "verdict": "as expected",
+}
+
+
+def test_verdicts_are_shown_first_and_escaped(tmp_path):
+    doc = {
+        **ablation_doc(),
+        "verdicts": [VERDICT, {**VERDICT, "ci95": None, "verdict": "no clear change"}],
+    }
+    ab = load_ablation(write_doc(tmp_path, doc))
+    assert ab.verdicts[0].diff == (0.06, 0.035, 0.085) and math.isnan(ab.verdicts[1].diff[1])
+    html = render(tmp_path, doc).read_text()
+    assert html.index("Against what the paper says") < html.index("Per-row metrics")
+    assert "<td>up: &lt;i&gt;learns&lt;/i&gt; faster</td>" in html
+    assert (
+        '+0.06 <small>[0.035, 0.085]</small></td><td class="yes excludes-zero">as expected' in html
+    )
+    assert "+0.06 <small>(no interval)</small></td><td>no clear change</td>" in html
+
+
 def mutate(doc, change):
     change(doc)
     return doc
@@ -123,6 +152,11 @@ BAD = [
     (lambda d: d["rows"][0].update(ci95={"x": [1]}), "rows[0].ci95.x is not a [low, high] pair"),
     (lambda d: d["rows"][0]["seeds"][0].update(metrics={}, curves={}), "neither metrics nor"),
     (lambda d: d["metrics"]["eval_acc_gain"].update(better="up"), 'is not "max", "min"'),
+    (lambda d: d.update(verdicts=[{**VERDICT, "verdict": "yes"}]), "verdicts[0].verdict is not"),
+    (lambda d: d.update(verdicts=[{**VERDICT, "expected": 1}]), "verdicts[0].expected is not a"),
+    (lambda d: d.update(verdicts=[{**VERDICT, "diff": "big"}]), "verdicts[0].diff is not a num"),
+    (lambda d: d.update(verdicts=[5]), "verdicts[0] is not an object"),
+    (lambda d: d.update(verdicts={"a": 1}), "verdicts is not a list"),
 ]
 
 

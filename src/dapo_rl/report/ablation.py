@@ -49,11 +49,28 @@ class Row:
 
 
 @dataclass(frozen=True)
+class Verdict:
+    """One fix's metric against what the paper says (``dapo_rl.ablate.verdicts``)."""
+
+    row: str
+    vs: str
+    metric: str
+    expected: str  # "up" or "down"
+    claim: str
+    diff: Interval  # row - vs, paired by seed
+    verdict: str  # one of VERDICTS
+
+
+VERDICTS = ("as expected", "opposite", "no clear change")
+
+
+@dataclass(frozen=True)
 class Ablation:
     title: str
     command: str
     labels: dict[str, tuple[str, str | None]]  # metric -> (label, "max" | "min" | None)
     rows: list[Row]
+    verdicts: list[Verdict] = field(default_factory=list)
 
 
 class _Checker:
@@ -197,7 +214,24 @@ def load_ablation(path: Path) -> Ablation:
             c.fail(f"metrics.{k}.better", 'is not "max", "min" or null')
         labels[k] = (c.text(meta.get("label", k), f"metrics.{k}.label"), better)
     title = c.text(top.get("title", "Ablation"), "title")
-    return Ablation(title, c.text(top.get("command", ""), "command"), labels, rows)
+    given = c.seq(top.get("verdicts", []), "verdicts")
+    found = [_verdict(c, v, f"verdicts[{i}]") for i, v in enumerate(given)]
+    return Ablation(title, c.text(top.get("command", ""), "command"), labels, rows, found)
+
+
+def _verdict(c: _Checker, value, where: str) -> Verdict:
+    v = c.obj(value, where)
+    texts = [c.text(v.get(k), f"{where}.{k}") for k in ("row", "vs", "metric", "claim")]
+    expected, verdict = (c.text(v.get(k), f"{where}.{k}") for k in ("expected", "verdict"))
+    if expected not in ("up", "down"):
+        c.fail(f"{where}.expected", 'is not "up" or "down"')
+    if verdict not in VERDICTS:
+        c.fail(f"{where}.verdict", f"is not one of {', '.join(VERDICTS)}")
+    ci = v.get("ci95")
+    low, high = (math.nan, math.nan) if ci is None else c.interval(ci, f"{where}.ci95")
+    diff = (c.num(v.get("diff"), f"{where}.diff"), low, high)
+    row, vs, metric, claim = texts
+    return Verdict(row, vs, metric, expected, claim, diff, verdict)
 
 
 def curve_band(by_seed: dict[str, tuple[list[float], list[float]]]) -> tuple[list[float], ...]:
@@ -303,11 +337,36 @@ def _curve_charts(ab: Ablation) -> str:
     )
 
 
+def _verdict_table(ab: Ablation) -> list[str]:
+    lines = [
+        "<table>",
+        "<tr><th>row</th><th>vs (fix off)</th><th>metric</th><th>the paper</th>"
+        "<th>difference</th><th>verdict</th></tr>",
+    ]
+    for v in ab.verdicts:
+        mark = ' class="yes excludes-zero"' if v.verdict == "as expected" else ""
+        lines.append(
+            f"<tr><td>{escape(v.row)}</td><td>{escape(v.vs)}</td><td>{escape(v.metric)}</td>"
+            f"<td>{escape(v.expected)}: {escape(v.claim)}</td>"
+            f"{_interval_cell(v.diff, signed=True)}<td{mark}>{escape(v.verdict)}</td></tr>"
+        )
+    return [
+        "<h2>Against what the paper says each fix does</h2>",
+        "<p>The fix's row against the fix off, paired by seed, with its 95% interval: "
+        "<i>as expected</i> or <i>opposite</i> where the interval excludes zero, "
+        "<i>no clear change</i> where it holds zero.</p>",
+        "\n".join([*lines, "</table>"]),
+    ]
+
+
 def ablation_sections(ab: Ablation) -> list[str]:
-    """The report body of an ablation: mean curves with bands, metrics, differences."""
+    """The report body of an ablation: mean curves with bands, metrics, differences, and
+    each fix against what the paper says it does."""
     parts = [f"<h2>{escape(ab.title)}</h2>"]
     if ab.command:
         parts.append(f"<pre>{escape(ab.command)}</pre>")
+    if ab.verdicts:
+        parts += _verdict_table(ab)
     if any(row.curves for row in ab.rows):
         parts.append(_curve_charts(ab))
     if any(row.summary for row in ab.rows):
