@@ -203,9 +203,11 @@ def test_the_task_option_puts_its_overrides_under_every_row(tmp_path):
         assert cfg.train.steps == 3
     mine = plan(tmp_path, "clip_higher", [0], {"rollout.max_new_tokens": 40}, task="tight")
     assert build(overrides=mine[0]).rollout.max_new_tokens == 40  # the command line wins
+    hot = plan(tmp_path, "token_loss", [0], {}, task="hot")
+    assert {build(overrides=v).rollout.temperature for v in hot} == {1.3}
     quick = plan(tmp_path, "clip_higher", [0], {})  # the default task is the config's defaults
     assert build(overrides=quick[0]).data == build().data
-    with pytest.raises(DapoError, match="unknown task 'nope': use one of arithmetic, tight"):
+    with pytest.raises(DapoError, match="unknown task 'nope': use one of arithmetic, tight, hot"):
         plan(tmp_path, "clip_higher", [0], {}, task="nope")
 
 
@@ -215,5 +217,5 @@ def test_a_bad_task_is_one_error_line_and_writes_nothing(tmp_path, capsys):
     out = tmp_path / "abl"
     rc = cli.main(["ablate", "--task", "nope", "--out", str(out)])
     err = capsys.readouterr().err.splitlines()
-    assert rc == 2 and err == ["error: unknown task 'nope': use one of arithmetic, tight"]
+    assert rc == 2 and err == ["error: unknown task 'nope': use one of arithmetic, tight, hot"]
     assert not out.exists()

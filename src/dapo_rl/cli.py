@@ -207,8 +207,9 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument(
         "--task",
         default="arithmetic",
-        help="built-in task settings under every row: arithmetic (the quick default) or tight "
-        "(the same sums under a generation limit that truncates some completions)",
+        help="built-in task settings under every row: arithmetic (the quick default), tight "
+        "(the same sums under a generation limit that truncates some completions) or hot "
+        "(sampled at temperature 1.3: long wrong completions, for the token-level loss)",
     )
     a.add_argument("--jobs", type=int, default=1, help="runs trained in parallel processes")
     a.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="budget etc. for every row")
