@@ -153,6 +153,7 @@ def test_tiny_seeded_ablation_writes_intervals_and_skips_finished_runs(tmp_path,
     html = (tmp_path / "report.html").read_text()
     assert "eps_high_0.28" in html
     run = tmp_path / "0_eps_high_0.20" / "seed1" / "metrics.jsonl"
+    assert not list(tmp_path.rglob("checkpoints"))  # a finished run's are removed
     before = run.read_text()
     again = run_ablation(tmp_path, overrides, seeds=[0, 1], experiment="clip_higher")
     assert run.read_text() == before  # finished runs are not run again
@@ -162,10 +163,13 @@ def test_tiny_seeded_ablation_writes_intervals_and_skips_finished_runs(tmp_path,
 def test_an_unfinished_run_resumes(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(HERE / "train"))
     overrides = {**TINY_RUN, "train.steps": 2, "run.checkpoint_every": 1}
-    run_ablation(tmp_path, {**overrides, "train.steps": 1}, experiment="token_loss")
+    run_ablation(
+        tmp_path, {**overrides, "train.steps": 1}, experiment="token_loss", keep_checkpoints=True
+    )
     run_dir = tmp_path / "0_seq_mean" / "seed0"
     assert (run_dir / "checkpoints").is_dir()
     run_ablation(tmp_path, overrides, experiment="token_loss")  # longer budget: resumes
+    assert not (run_dir / "checkpoints").exists()
     steps = [json.loads(x)["step"] for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert steps.count(1) == 1 and steps[-1] == 2
 

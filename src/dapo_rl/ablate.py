@@ -29,8 +29,10 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -40,8 +42,10 @@ from dapo_rl.errors import DapoError
 from dapo_rl.metrics import read_metrics
 from dapo_rl.report.stats import excludes_zero, mean_interval, paired_differences
 
-# The default budget of every run (any key can be overridden on the command line).
-BUDGET = {"train.steps": 12, "eval.every": 0, "eval.size": 100}
+# The default budget of every run (any key can be overridden on the command line). One
+# checkpoint at a time, for resuming a killed run; a finished run's are removed (1.6 GB each
+# for SmolLM2-135M) unless ``keep_checkpoints``.
+BUDGET = {"train.steps": 12, "eval.every": 0, "eval.size": 100, "run.keep_checkpoints": 1}
 # Built-in tasks (``--task``): overrides under every row, before the command line's.
 # ``arithmetic`` is the quick default (config defaults: sums up to 20, ~17-token completions,
 # almost nothing truncated, so the overlong rows have nothing to act on). ``tight`` is the
@@ -185,14 +189,18 @@ def _finished(run_dir: Path, steps: int) -> bool:
     return any(r.get("step") == steps and "eval/acc" in r for r in read_metrics(run_dir))
 
 
-def _run_one(overrides: dict[str, Any]) -> str:
-    """Train (or resume) one run; top-level so a worker process can call it."""
+def _run_one(overrides: dict[str, Any], keep_checkpoints: bool = False) -> str:
+    """Train (or resume) one run; top-level so a worker process can call it. A finished
+    run's checkpoints are removed unless ``keep_checkpoints``: its metrics are the result."""
     from dapo_rl.train.loop import train
 
     cfg = config_mod.build(overrides=overrides)
     if not _finished(Path(cfg.run.dir), cfg.train.steps):
         resume = (Path(cfg.run.dir) / "config.yaml").exists()
         train(config_mod.build(overrides={**overrides, "resume": resume}))
+    root = Path(cfg.run.dir) / "checkpoints"
+    if not keep_checkpoints and root.is_dir() and not root.is_symlink():
+        shutil.rmtree(root)
     return cfg.run.dir
 
 
@@ -229,14 +237,15 @@ def _check_existing(run_dir: Path, cfg: config_mod.Config) -> None:
         )
 
 
-def _execute(runs: list[dict], jobs: int) -> None:
+def _execute(runs: list[dict], jobs: int, keep_checkpoints: bool = False) -> None:
+    one = partial(_run_one, keep_checkpoints=keep_checkpoints)
     if jobs <= 1:
         for values in runs:
-            _run_one(values)
+            one(values)
         return
     threads = max(1, (os.cpu_count() or 1) // jobs)
     with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
-        for done in pool.map(_run_one, [{**v, "run.threads": threads} for v in runs]):
+        for done in pool.map(one, [{**v, "run.threads": threads} for v in runs]):
             _ = done  # re-raises the first failure
 
 
@@ -297,6 +306,7 @@ def run_ablation(
     experiment: str = "cumulative",
     jobs: int = 1,
     task: str = "arithmetic",
+    keep_checkpoints: bool = False,
 ) -> dict[str, Any]:
     """Run (or resume) every row with every seed; writes and returns the ablation JSON."""
     from dapo_rl.report import write_report
@@ -305,7 +315,7 @@ def run_ablation(
     runs = plan(out_dir, experiment, seeds, overrides, task)
     out_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    _execute(runs, jobs)
+    _execute(runs, jobs, keep_checkpoints)
     names = [n for n, _ in rows(experiment)]
     per_row = []
     for i in range(len(names)):

@@ -66,6 +66,7 @@ def _ablate(args: argparse.Namespace) -> None:
         experiment=args.experiment,
         jobs=args.jobs,
         task=args.task,
+        keep_checkpoints=args.keep_checkpoints,
     )
     print((Path(args.out) / "ablation.md").read_text(), end="")
     print(
@@ -212,6 +213,12 @@ def _parser() -> argparse.ArgumentParser:
         "(sampled at temperature 1.3: long wrong completions, for the token-level loss)",
     )
     a.add_argument("--jobs", type=int, default=1, help="runs trained in parallel processes")
+    a.add_argument(
+        "--keep-checkpoints",
+        action="store_true",
+        help="keep each finished run's last checkpoint (removed by default: the metrics are "
+        "the result, and a SmolLM2-135M checkpoint is 1.6 GB)",
+    )
     a.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="budget etc. for every row")
     a.set_defaults(func=_ablate)
     r = sub.add_parser("report", help="HTML report comparing runs")
