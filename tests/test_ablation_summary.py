@@ -37,6 +37,6 @@ def test_copies_each_ablation_and_tables_their_verdicts(tmp_path, capsys):
     text = (out / "ablation_fixes_t.md").read_text()
     assert "### headline (2 seeds" in text
     assert "| dapo vs naive_grpo | eval_gain_pts | up: DAPO beats" in text
-    assert "| 16.000 [2.000, 30.000] | as expected |" in text
+    assert "| 16.0 [2.0, 30.0] | as expected |" in text
     assert ablation_summary.main([str(tmp_path / "none"), "--name", "t"]) == 2
     assert capsys.readouterr().err.startswith("error: ")

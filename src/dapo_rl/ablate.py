@@ -381,13 +381,16 @@ def verdicts(experiment: str, rows_: list[dict]) -> list[dict]:
     return out
 
 
-def verdict_table(found: list[dict], digits: int = 3) -> str:
-    """Markdown rows of ``verdicts``: what moved, against what the paper says."""
+def verdict_table(found: list[dict]) -> str:
+    """Markdown rows of ``verdicts``: what moved, against what the paper says (each metric
+    with its ``COLUMNS`` digits)."""
+    places = {k: d for k, _, d, _ in COLUMNS}
     lines = [
         "| row vs fix off | metric | paper: | off | on | on - off [95%] | verdict |",
         "|---|---|---|---|---|---|---|",
     ]
     for v in found:
+        digits = places.get(v["metric"], 3)
         lines.append(
             f"| {v['row']} vs {v['vs']} | {v['metric']} | {v['expected']}: {v['claim']} | "
             f"{_cell(v['off'], None, digits)} | {_cell(v['on'], None, digits)} | "
