@@ -5,7 +5,7 @@
 
 Each argument is the ``--out`` folder of a finished ``dapo ablate`` (its ``ablation.json``).
 Copies every ``ablation.json`` and ``ablation.md`` to
-``benchmarks/results/ablation_<experiment>_<name>.{json,md}`` and writes the verdicts of all
+``benchmarks/results/ablation_<folder name>.{json,md}`` and writes the verdicts of all
 of them (``dapo_rl.ablate.verdicts``: the fix's row against the fix off, paired by seed,
 with a 95% interval) as ``benchmarks/results/ablation_fixes_<name>.md``.
 """
@@ -26,7 +26,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("folders", nargs="+", type=Path, help="dapo ablate --out folders")
-    p.add_argument("--name", required=True, help="suffix of the files written (e.g. the task)")
+    p.add_argument("--name", required=True, help="names the summary: ablation_fixes_<name>.md")
     p.add_argument("--results", type=Path, default=RESULTS)
     args = p.parse_args(argv)
     sections = []
@@ -37,13 +37,16 @@ def main(argv: list[str] | None = None) -> int:
         except (OSError, ValueError) as e:
             print(f"error: {path}: {e}", file=sys.stderr)
             return 2
-        exp = result["experiment"]
-        stem = args.results / f"ablation_{exp}_{args.name}"
+        exp, task = result["experiment"], result.get("task", "?")
+        stem = args.results / f"ablation_{folder.name}"
         shutil.copyfile(path, stem.with_suffix(".json"))
         shutil.copyfile(folder / "ablation.md", stem.with_suffix(".md"))
         seeds = len(result["seeds"])
         minutes = result.get("wall_s_this_invocation", 0) / 60
-        head = f"### {exp} ({seeds} seeds; `{result['command']}`, {minutes:.1f} min this call)"
+        head = (
+            f"### {exp} on the {task} task: `{folder.name}` ({seeds} seeds, "
+            f"{minutes:.1f} min this call)"
+        )
         sections.append(head + "\n\n" + verdict_table(result.get("verdicts", [])))
     out = args.results / f"ablation_fixes_{args.name}.md"
     out.write_text("\n".join(sections))

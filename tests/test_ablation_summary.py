@@ -26,16 +26,16 @@ def test_copies_each_ablation_and_tables_their_verdicts(tmp_path, capsys):
     }
     folder = tmp_path / "headline"
     folder.mkdir()
-    result = {"experiment": "headline", "seeds": [0, 1], "command": "dapo ablate ..."}
+    result = {"experiment": "headline", "task": "tight", "seeds": [0, 1], "command": "..."}
     (folder / "ablation.json").write_text(json.dumps({**result, "verdicts": [verdict]}))
     (folder / "ablation.md").write_text("table\n")
     out = tmp_path / "results"
     out.mkdir()
     rc = ablation_summary.main([str(folder), "--name", "t", "--results", str(out)])
     assert rc == 0
-    assert (out / "ablation_headline_t.md").read_text() == "table\n"
+    assert (out / "ablation_headline.md").read_text() == "table\n"
     text = (out / "ablation_fixes_t.md").read_text()
-    assert "### headline (2 seeds" in text
+    assert "### headline on the tight task: `headline` (2 seeds" in text
     assert "| dapo vs naive_grpo | eval_gain_pts | up: DAPO beats" in text
     assert "| 16.0 [2.0, 30.0] | as expected |" in text
     assert ablation_summary.main([str(tmp_path / "none"), "--name", "t"]) == 2
