@@ -130,7 +130,15 @@ RUN_METRICS = (
     ("train_acc", "acc/mean", "mean"),
     ("gen_tokens", "ds/gen_tokens", "mean"),
 )
-CURVES = ("entropy/mean", "acc/mean", "len/mean", "len/truncated_frac", "ds/zero_var_frac")
+CURVES = (
+    "entropy/mean",
+    "acc/mean",
+    "len/mean",
+    "len/correct_mean",
+    "len/wrong_mean",
+    "len/truncated_frac",
+    "ds/zero_var_frac",
+)
 
 
 def task_overrides(task: str) -> dict[str, Any]:
