@@ -41,12 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         stem = args.results / f"ablation_{folder.name}"
         shutil.copyfile(path, stem.with_suffix(".json"))
         shutil.copyfile(folder / "ablation.md", stem.with_suffix(".md"))
-        seeds = len(result["seeds"])
-        minutes = result.get("wall_s_this_invocation", 0) / 60
-        head = (
-            f"### {exp} on the {task} task: `{folder.name}` ({seeds} seeds, "
-            f"{minutes:.1f} min this call)"
-        )
+        head = f"### {exp} on the {task} task: `{folder.name}` ({len(result['seeds'])} seeds)"
         sections.append(head + "\n\n" + verdict_table(result.get("verdicts", [])))
     out = args.results / f"ablation_fixes_{args.name}.md"
     out.write_text("\n".join(sections))
