@@ -276,6 +276,15 @@ def _interval(values: list[float]) -> tuple[float | None, list[float] | None]:
     return mean, ([lo, hi] if math.isfinite(lo) and math.isfinite(hi) else None)
 
 
+def _paired(before: list[dict], after: list[dict], metric: str):
+    """(mean, [low, high]) of ``metric``'s seed-by-seed differences after - before."""
+
+    def by_seed(runs: list[dict]) -> dict:
+        return {r["seed"]: r["metrics"][metric] for r in runs if metric in r["metrics"]}
+
+    return _interval(paired_differences(by_seed(before), by_seed(after)))
+
+
 def aggregate_rows(names: list[str], per_row: list[list[dict]]) -> list[dict]:
     """Per row: every seed's numbers, their mean and 95% interval, and the paired difference
     to the previous row for every metric (``report.ablation`` reads this shape)."""
@@ -292,9 +301,7 @@ def aggregate_rows(names: list[str], per_row: list[list[dict]]) -> list[dict]:
             diff: dict[str, Any] = {"vs": names[i - 1], "mean": {}, "ci95": {}}
             diff["excludes_zero"] = {}
             for k in keys:
-                before = {r["seed"]: r["metrics"][k] for r in per_row[i - 1] if k in r["metrics"]}
-                after = {r["seed"]: r["metrics"][k] for r in runs if k in r["metrics"]}
-                mean, ci = _interval(paired_differences(before, after))
+                mean, ci = _paired(per_row[i - 1], runs, k)
                 if mean is None:
                     continue
                 diff["mean"][k] = mean
@@ -361,11 +368,7 @@ def verdicts(experiment: str, rows_: list[dict]) -> list[dict]:
     for row, metric, sign, claim in EXPECTED.get(experiment, []):
         if row not in by_name:
             continue
-        first, this = (
-            {s["seed"]: s["metrics"][metric] for s in r["seeds"] if metric in s["metrics"]}
-            for r in (rows_[0], by_name[row])
-        )
-        mean, ci = _interval(paired_differences(first, this))
+        mean, ci = _paired(rows_[0]["seeds"], by_name[row]["seeds"], metric)
         if mean is None:
             continue
         if ci and excludes_zero(*ci):
@@ -379,7 +382,7 @@ def verdicts(experiment: str, rows_: list[dict]) -> list[dict]:
                 "metric": metric,
                 "expected": "up" if sign > 0 else "down",
                 "claim": claim,
-                "off": by_name[rows_[0]["name"]]["mean"].get(metric),
+                "off": rows_[0]["mean"].get(metric),
                 "on": by_name[row]["mean"].get(metric),
                 "diff": mean,
                 "ci95": ci,
